@@ -1,0 +1,1 @@
+"""One module per `nas` subcommand; each defines ``register(subparsers)``."""

@@ -1,0 +1,147 @@
+"""ACmix block: self-attention and convolution sharing one 1x1 projection (Pan et al., 2022).
+
+The shared q/k/v projection feeds (1) a local-window self-attention path with a learned
+position encoding and (2) a convolution path: a 1x1 "fc" mixes the 3 x heads feature groups into
+k_conv^2 maps, then a grouped conv initialised as shift kernels aggregates them. The paths are
+mixed by learned scalars (init 0.5 each), followed by an output projection and an MLP.
+
+The window attention loops over the k_att^2 offsets with shifted views of one padded tensor,
+so it never materialises the k_att^2-times-larger unfolded key/value tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import cost as C
+from ..config import StageConfig
+from ..cost import Cost
+from .channel_attention import build_channel_attention, channel_attention_cost
+from .registry import BlockType, register
+from .traced_macs import record
+
+
+def coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    ys = torch.linspace(-1.0, 1.0, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=like.device, dtype=like.dtype)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij")).unsqueeze(0)  # 1, 2, H, W
+
+
+class ACmixMixer(nn.Module):
+    def __init__(self, dim: int, heads: int, attn_kernel: int = 7, conv_kernel: int = 3) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.attn_kernel, self.conv_kernel = attn_kernel, conv_kernel
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)  # the shared projection
+        self.pos = nn.Conv2d(2, self.head_dim, 1)  # position encoding from a coordinate grid
+        self.fc = nn.Conv2d(3 * heads, conv_kernel**2, 1, bias=False)
+        self.dep_conv = nn.Conv2d(
+            conv_kernel**2 * self.head_dim, dim, conv_kernel, padding=conv_kernel // 2, groups=self.head_dim
+        )
+        self.rate_attn = nn.Parameter(torch.tensor(0.5))
+        self.rate_conv = nn.Parameter(torch.tensor(0.5))
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self._init_shift_kernels()
+
+    def _init_shift_kernels(self) -> None:
+        k = self.conv_kernel
+        shift = torch.zeros(k * k, k, k)
+        for i in range(k * k):
+            shift[i, i // k, i % k] = 1.0
+        with torch.no_grad():
+            if self.dep_conv.weight.device.type != "meta":
+                self.dep_conv.weight.copy_(shift.expand_as(self.dep_conv.weight))
+                self.dep_conv.bias.zero_()
+
+    def window_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k, v: (B, heads, head_dim, H, W). Each pixel attends to its k_att x k_att window."""
+        b, heads, d, h, w = q.shape
+        ka, pad = self.attn_kernel, self.attn_kernel // 2
+        pe = self.pos(coordinate_grid(h, w, q)).unsqueeze(1)  # 1, 1, d, H, W
+        q = q * d**-0.5
+        # logits = q . (k_nb + pe_q - pe_nb); q . pe_q is constant over the window and cancels in softmax
+        k_pad = F.pad(k - pe, (pad, pad, pad, pad))
+        v_pad = F.pad(v, (pad, pad, pad, pad))
+        offsets = [(dy, dx) for dy in range(ka) for dx in range(ka)]
+        logits = torch.stack([(q * k_pad[..., dy : dy + h, dx : dx + w]).sum(2) for dy, dx in offsets], dim=2)
+        logits = logits.masked_fill(self._outside(h, w, q.device), float("-inf"))
+        attn = logits.softmax(dim=2)  # B, heads, ka^2, H, W
+        out = torch.zeros_like(v)
+        for i, (dy, dx) in enumerate(offsets):
+            out = out + attn[:, :, i : i + 1] * v_pad[..., dy : dy + h, dx : dx + w]
+        record(2 * b * heads * d * ka * ka * h * w)  # the two elementwise products above
+        return out
+
+    def _outside(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """(ka^2, H, W) mask of window positions that fall on the zero padding."""
+        ka, pad = self.attn_kernel, self.attn_kernel // 2
+        ys = torch.arange(h, device=device).view(1, h, 1)
+        xs = torch.arange(w, device=device).view(1, 1, w)
+        dy = torch.arange(ka, device=device).repeat_interleave(ka).view(-1, 1, 1) - pad
+        dx = torch.arange(ka, device=device).repeat(ka).view(-1, 1, 1) - pad
+        return (ys + dy < 0) | (ys + dy >= h) | (xs + dx < 0) | (xs + dx >= w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 3, self.heads, self.head_dim, h, w).unbind(1)
+        attn_out = self.window_attention(q, k, v).reshape(b, c, h, w)
+        groups = torch.cat([t.reshape(b, self.heads, self.head_dim, h * w) for t in (q, k, v)], dim=1)
+        shifted = self.fc(groups)  # B, kc^2, head_dim, H*W
+        shifted = shifted.permute(0, 2, 1, 3).reshape(b, -1, h, w)
+        conv_out = self.dep_conv(shifted)
+        return self.proj(self.rate_attn * attn_out + self.rate_conv * conv_out)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ACmixBlock(nn.Module):
+    def __init__(self, stage: StageConfig) -> None:
+        super().__init__()
+        dim = stage.width
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.mixer = ACmixMixer(dim, stage.heads, stage.attn_kernel, stage.conv_kernel)
+        self.channel_attn = build_channel_attention(stage.channel_attention, dim)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.ffn = MLP(dim, stage.hidden)
+
+    def forward(self, x: torch.Tensor, shared: object = None) -> torch.Tensor:
+        x = x + self.channel_attn(self.mixer(self.norm1(x)))
+        x = x + self.ffn(self.norm2(x))
+        return x
+
+
+def acmix_block_cost(stage: StageConfig, size: int) -> Cost:
+    dim, hidden, heads, n = stage.width, stage.hidden, stage.heads, size * size
+    head_dim, ka, kc = dim // heads, stage.attn_kernel, stage.conv_kernel
+    mixer = (
+        C.conv(dim, 3 * dim, 1, n)  # shared q/k/v projection
+        + C.conv(2, head_dim, 1, n)  # position encoding
+        + Cost(0, 2 * dim * ka * ka * n)  # window logits and weighted sum of values
+        + C.conv(3 * heads, kc * kc, 1, head_dim * n, bias=False)  # fc over the 3*heads groups
+        + C.conv(kc * kc * head_dim, dim, kc, n, groups=head_dim)  # shift convolution
+        + C.params(2)  # rate_attn, rate_conv
+        + C.conv(dim, dim, 1, n)  # output projection
+    )
+    ffn = C.conv(dim, hidden, 1, n) + C.conv(hidden, dim, 1, n)
+    return C.norm(dim) * 2 + mixer + channel_attention_cost(stage.channel_attention, dim) + ffn
+
+
+register(
+    BlockType(
+        name="acmix",
+        build=lambda stage, size: ACmixBlock(stage),
+        cost=acmix_block_cost,
+        description="ACmix: shared 1x1 q/k/v -> window self-attention + shift convolution, learned mix",
+    )
+)

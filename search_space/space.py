@@ -1,0 +1,298 @@
+"""Search spaces: a YAML description of per-stage choices, sampled define-by-run into `ArchConfig`s.
+
+A knob is written as a scalar (fixed), a list (categorical choice) or a mapping
+``{low, high, step}`` (integer range). Knobs that only matter for some block types (heads for
+CMT/ACmix, K/V reduction for CMT, LKA kernels for VAN, windows for ACmix) are only suggested when
+the sampled block uses them, so a sampler sees a conditional (define-by-run) space.
+
+``SearchSpace.suggest(trial)`` works with an Optuna trial or with ``RandomChooser`` (seeded), so
+random sampling and Optuna sampling share one code path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import yaml
+
+from .config import ArchConfig, HeadConfig, StageConfig, StemConfig
+from .cost import Cost
+from .errors import ConfigError
+
+DOWNSAMPLING = ("cmt", "van")
+STAGE_KNOBS = (
+    "block", "depth", "width", "mlp_ratio", "heads", "kv_reduction", "channel_attention",
+    "lka_kernel", "lka_dilated_kernel", "lka_dilation", "attn_kernel", "conv_kernel",
+)  # fmt: skip
+USED_BY = {  # knobs a block type reads; others are left at their defaults
+    "heads": ("cmt", "acmix"),
+    "kv_reduction": ("cmt",),
+    "lka_kernel": ("van",),
+    "lka_dilated_kernel": ("van",),
+    "lka_dilation": ("van",),
+    "attn_kernel": ("acmix",),
+    "conv_kernel": ("acmix",),
+}
+TOP_KNOBS = ("downsampling", "stem_channels", "head_fc_dim")
+
+
+class Chooser(Protocol):
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1) -> int: ...
+
+
+class RandomChooser:
+    """Uniform random choices from a seeded generator, with Optuna's trial interface."""
+
+    def __init__(self, seed: int | random.Random) -> None:
+        self.rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.params[name] = value = self.rng.choice(list(choices))
+        return value
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1) -> int:
+        self.params[name] = value = self.rng.randrange(low, high + 1, step)
+        return value
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A fixed value, a categorical choice or an integer range."""
+
+    choices: tuple[Any, ...] | None = None
+    low: int | None = None
+    high: int | None = None
+    step: int = 1
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "Knob":
+        if isinstance(raw, Mapping):
+            unknown = set(raw) - {"low", "high", "step"}
+            if unknown or "low" not in raw or "high" not in raw:
+                raise ConfigError(f"{where}: a range needs exactly 'low', 'high' and optionally 'step'")
+            low, high, step = raw["low"], raw["high"], raw.get("step", 1)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)):
+                raise ConfigError(f"{where}: range bounds must be integers")
+            if step < 1 or low > high:
+                raise ConfigError(f"{where}: empty range low={low} high={high} step={step}")
+            return cls(low=low, high=high, step=step)
+        if isinstance(raw, list):
+            if not raw:
+                raise ConfigError(f"{where}: empty list of choices")
+            if not all(isinstance(v, (int, float, str)) for v in raw):
+                raise ConfigError(f"{where}: choices must be numbers or strings")
+            return cls(choices=tuple(raw))
+        if isinstance(raw, (int, float, str)):
+            return cls(choices=(raw,))
+        raise ConfigError(f"{where}: expected a value, a list of choices or a {{low, high}} range")
+
+    def values(self) -> tuple[Any, ...]:
+        if self.choices is not None:
+            return self.choices
+        return tuple(range(self.low, self.high + 1, self.step))  # type: ignore[arg-type]
+
+    def suggest(self, chooser: Chooser, name: str) -> Any:
+        if self.choices is not None:
+            return self.choices[0] if len(self.choices) == 1 else chooser.suggest_categorical(name, self.choices)
+        if self.low == self.high:
+            return self.low
+        return chooser.suggest_int(name, self.low, self.high, step=self.step)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    resolution: int
+    num_classes: int
+    top: Mapping[str, Knob]
+    stages: tuple[Mapping[str, Knob], ...]
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "space") -> "SearchSpace":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+        known = {"name", "resolution", "num_classes", "stages", *TOP_KNOBS}
+        unknown = sorted(set(map(str, data)) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        stages_raw = data.get("stages")
+        if not isinstance(stages_raw, list) or not stages_raw:
+            raise ConfigError(f"{source}: 'stages' must be a non-empty list")
+        top = {
+            key: Knob.parse(data.get(key, default), f"{source}: {key}")
+            for key, default in (("downsampling", "cmt"), ("stem_channels", 32), ("head_fc_dim", 0))
+        }
+        stages = []
+        for i, raw in enumerate(stages_raw):
+            where = f"{source}: stages[{i}]"
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"{where}: expected a mapping")
+            bad = sorted(set(map(str, raw)) - set(STAGE_KNOBS))
+            if bad:
+                raise ConfigError(f"{where}: unknown knob '{bad[0]}' (known: {', '.join(STAGE_KNOBS)})")
+            for required in ("block", "depth", "width"):
+                if required not in raw:
+                    raise ConfigError(f"{where}: missing required knob '{required}'")
+            stages.append({k: Knob.parse(v, f"{where}.{k}") for k, v in raw.items()})
+        resolution, num_classes = data.get("resolution", 224), data.get("num_classes", 1000)
+        for key, value in (("resolution", resolution), ("num_classes", num_classes)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        space = cls(str(data.get("name", "custom")), resolution, num_classes, top, tuple(stages))
+        space.validate(source)
+        return space
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SearchSpace":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such search space file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (binary content)") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if data is None:
+            raise ConfigError(f"{path}: empty search space")
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def default(cls) -> "SearchSpace":
+        text = resources.files("search_space").joinpath("spaces/default.yaml").read_text()
+        return cls.from_dict(yaml.safe_load(text), "default space")
+
+    # -- sampling ---------------------------------------------------------------------
+    def suggest(self, chooser: Chooser, num_classes: int | None = None) -> ArchConfig:
+        """Define-by-run: ask ``chooser`` (an Optuna trial or RandomChooser) for every choice."""
+        down = self.top["downsampling"].suggest(chooser, "downsampling")
+        stem_channels = self.top["stem_channels"].suggest(chooser, "stem_channels") if down == "cmt" else 0
+        fc_dim = self.top["head_fc_dim"].suggest(chooser, "head_fc_dim")
+        stages = []
+        for i, knobs in enumerate(self.stages):
+            prefix = f"s{i + 1}."
+            block = knobs["block"].suggest(chooser, prefix + "block")
+            values: dict[str, Any] = {"block": block}
+            for key, knob in knobs.items():
+                if key == "block" or block not in USED_BY.get(key, (block,)):
+                    continue
+                values[key] = knob.suggest(chooser, prefix + key)
+            if "mlp_ratio" in values:
+                values["mlp_ratio"] = float(values["mlp_ratio"])
+            stages.append(StageConfig(**values, **_embedding(down, i), out_norm="ln" if down == "van" else "none"))
+        cfg = ArchConfig(
+            name="sample",
+            resolution=self.resolution,
+            num_classes=num_classes or self.num_classes,
+            stem=StemConfig("conv3", stem_channels) if down == "cmt" else StemConfig("none", 0),
+            stages=tuple(stages),
+            head=HeadConfig("conv_bn_act", fc_dim, 0.0) if fc_dim else HeadConfig("linear", 0, 0.0),
+        )
+        cfg.validate("sampled architecture")
+        return cfg
+
+    def sample(self, rng: int | random.Random, num_classes: int | None = None) -> ArchConfig:
+        return self.suggest(RandomChooser(rng), num_classes)
+
+    # -- checks -----------------------------------------------------------------------
+    def validate(self, source: str = "space") -> None:
+        from .blocks.registry import block_names
+
+        if self.resolution < 32 or self.resolution % 32:
+            raise ConfigError(f"{source}: resolution {self.resolution} is not a positive multiple of 32")
+        for value in self.top["downsampling"].values():
+            if value not in DOWNSAMPLING:
+                raise ConfigError(f"{source}: unknown downsampling '{value}' (choose from {', '.join(DOWNSAMPLING)})")
+        if len(self.stages) != 4:
+            raise ConfigError(f"{source}: the space must have 4 stages (total stride 32), got {len(self.stages)}")
+        for i, knobs in enumerate(self.stages):
+            where = f"{source}: stages[{i}]"
+            for block in knobs["block"].values():
+                if block not in block_names():
+                    raise ConfigError(f"{where}: unknown block type '{block}' (choose from {', '.join(block_names())})")
+            size = self.resolution // (4 * 2**i)
+            heads = knobs.get("heads", Knob((1,))).values()
+            for width in knobs["width"].values():
+                for h in heads:
+                    if "heads" in knobs and width % h:
+                        raise ConfigError(f"{where}: width choice {width} is not divisible by heads choice {h}")
+            for r in knobs.get("kv_reduction", Knob((1,))).values():
+                if size % r:
+                    raise ConfigError(f"{where}: kv_reduction choice {r} does not divide the {size}x{size} feature map")
+        # every extreme corner must be a valid architecture (catches bad depths, ratios, kernels)
+        self.smallest()
+
+    def corner(self, pick: str) -> list[ArchConfig]:
+        """Architectures taking the min (or max) of every ordered knob, over all categorical mixes."""
+        fn = min if pick == "min" else max
+        ordered = {"depth", "width", "mlp_ratio"}
+        per_stage = []
+        for knobs in self.stages:
+            fixed = {k: fn(v.values()) for k, v in knobs.items() if k in ordered}
+            free = [k for k in knobs if k not in ordered]
+            combos = [dict(zip(free, vals)) for vals in itertools.product(*(knobs[k].values() for k in free))]
+            per_stage.append([{**fixed, **c} for c in combos])
+        return per_stage  # type: ignore[return-value]
+
+    def smallest(self) -> tuple[ArchConfig, Cost]:
+        """The architecture with the fewest MACs (stage costs are additive, so minimise per stage)."""
+        from .counting import analytic_cost
+
+        best: tuple[ArchConfig, Cost] | None = None
+        for down in self.top["downsampling"].values():
+            stem_channels = min(self.top["stem_channels"].values()) if down == "cmt" else 0
+            fc_dim = min(self.top["head_fc_dim"].values())
+            stages: list[StageConfig] = []
+            for i, options in enumerate(self.corner("min")):
+                candidates = []
+                for values in options:
+                    values = {k: v for k, v in values.items() if values["block"] in USED_BY.get(k, (values["block"],))}
+                    values["mlp_ratio"] = float(values.get("mlp_ratio", 4.0))
+                    candidates.append(StageConfig(**values, **_embedding(down, i)))
+                stages.append(min(candidates, key=lambda s: _stage_macs(s, i, self.resolution)))
+            cfg = ArchConfig(
+                name="smallest",
+                resolution=self.resolution,
+                num_classes=self.num_classes,
+                stem=StemConfig("conv3", stem_channels) if down == "cmt" else StemConfig("none", 0),
+                stages=tuple(s if down != "van" else _with_out_norm(s) for s in stages),
+                head=HeadConfig("conv_bn_act", fc_dim, 0.0) if fc_dim else HeadConfig("linear", 0, 0.0),
+            )
+            cfg.validate("smallest architecture of the space")
+            cost = analytic_cost(cfg)
+            if best is None or cost.macs < best[1].macs:
+                best = (cfg, cost)
+        assert best is not None
+        return best
+
+
+def _with_out_norm(stage: StageConfig) -> StageConfig:
+    from dataclasses import replace
+
+    return replace(stage, out_norm="ln")
+
+
+def _stage_macs(stage: StageConfig, index: int, resolution: int) -> int:
+    from .blocks.registry import get_block
+
+    size = resolution // (4 * 2**index)
+    return get_block(stage.block).cost(stage, size).macs * stage.depth
+
+
+def _embedding(downsampling: str, index: int) -> dict[str, Any]:
+    """Patch embedding of stage ``index`` in each family's style."""
+    if downsampling == "van":
+        return {"embed_kernel": 7 if index == 0 else 3, "embed_stride": 4 if index == 0 else 2, "embed_norm": "bn"}
+    return {"embed_kernel": 2, "embed_stride": 2, "embed_norm": "ln"}
