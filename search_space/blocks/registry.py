@@ -37,8 +37,8 @@ def register(block_type: BlockType) -> BlockType:
 
 
 def _ensure_loaded() -> None:
-    if not _REGISTRY:
-        from . import acmix, cmt, van  # noqa: F401  (registration side effect)
+    # Import every block module (idempotent): importing one family directly must not hide the others.
+    from . import acmix, cmt, van  # noqa: F401  (registration side effect)
 
 
 def block_names() -> tuple[str, ...]:
