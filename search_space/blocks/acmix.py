@@ -23,9 +23,13 @@ from .registry import BlockType, register
 from .traced_macs import record
 
 
+def _axis(n: int, like: torch.Tensor) -> torch.Tensor:
+    """n evenly spaced points in [-1, 1] (arange, not linspace: ONNX export keeps its dtype)."""
+    return torch.arange(n, device=like.device, dtype=like.dtype) * (2.0 / max(n - 1, 1)) - (1.0 if n > 1 else 0.0)
+
+
 def coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    ys = torch.linspace(-1.0, 1.0, h, device=like.device, dtype=like.dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=like.device, dtype=like.dtype)
+    ys, xs = _axis(h, like), _axis(w, like)
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij")).unsqueeze(0)  # 1, 2, H, W
 
 

@@ -1,0 +1,201 @@
+"""Markdown model cards for architectures exported from a search run.
+
+A card says what the architecture is (per-stage summary, params and MACs at the deploy
+resolution, recounted analytically), how it was found (proxy accuracy and its settings, the
+search settings and seed), what was measured (latency with device and batch when the run
+recorded it), which files come with it, and how to rebuild it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from search_space import ArchConfig, analytic_report
+from search_space.space import USED_BY
+
+from .run import Run, TrialRecord
+
+# latency details a search may record next to latency_ms_measured (shown when present)
+LATENCY_DETAIL_ATTRS = (
+    ("latency_device", "device"),
+    ("latency_batch_size", "batch size"),
+    ("latency_threads", "threads"),
+    ("latency_resolution", "resolution"),
+    ("latency_p90_ms", "p90 (ms)"),
+    ("latency_repeats", "repeats"),
+)
+
+
+SEARCH_LATENCY_BATCH = 1  # how `nas search` re-measures its Pareto front (nas/search/pareto.py)
+SEARCH_LATENCY_THREADS = 1
+
+
+@dataclass
+class ArtifactInfo:
+    """One exported file and how it was checked."""
+
+    kind: str  # "yaml", "card", "onnx", "torchscript"
+    path: Path
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _used(block: str, knob: str) -> bool:
+    return block in USED_BY.get(knob, (block,))
+
+
+def stage_table(cfg: ArchConfig) -> str:
+    report = analytic_report(cfg)
+    parts = dict(report.parts)
+    sizes = cfg.feature_sizes()
+    lines = [
+        "| part | block | depth | width | feature map | heads | MLP ratio | K/V reduction | kernels | channel attn. "
+        "| params | MACs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    stem = parts["stem"]
+    stem_desc = "none (patch embed reads the image)"
+    if cfg.stem.kind != "none":
+        stem_desc = f"{cfg.stem.kind}, {cfg.stem.channels} ch"
+    lines.append(f"| stem | {stem_desc} | | | | | | | | | {_count(stem.params)} | {_macs(stem.macs)} |")
+    for i, (stage, size) in enumerate(zip(cfg.stages, sizes)):
+        cost = parts[f"stage{i + 1}"]
+        kernels = "-"
+        if stage.block == "van":
+            k, kd = stage.lka_kernel, stage.lka_dilated_kernel
+            kernels = f"LKA {k}x{k} + {kd}x{kd} d{stage.lka_dilation}"
+        elif stage.block == "acmix":
+            kernels = f"window {stage.attn_kernel}, shift conv {stage.conv_kernel}"
+        heads = str(stage.heads) if _used(stage.block, "heads") else "-"
+        kv = str(stage.kv_reduction) if _used(stage.block, "kv_reduction") else "-"
+        lines.append(
+            f"| stage {i + 1} | {stage.block} | {stage.depth} | {stage.width} | {size}x{size} | {heads} | "
+            f"{stage.mlp_ratio:g} | {kv} | {kernels} | {stage.channel_attention} | {_count(cost.params)} | "
+            f"{_macs(cost.macs)} |"
+        )
+    head = parts["head"]
+    head_desc = f"{cfg.head.kind}" + (f", fc_dim {cfg.head.fc_dim}" if cfg.head.kind == "conv_bn_act" else "")
+    lines.append(f"| head | {head_desc} -> {cfg.num_classes} classes | | | | | | | | | {_count(head.params)} | "
+                 f"{_macs(head.macs)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def model_card(
+    run: Run,
+    trial: TrialRecord,
+    cfg: ArchConfig,
+    artifacts: Sequence[ArtifactInfo],
+    *,
+    weights_seed: int,
+) -> str:
+    s = run.settings
+    total = analytic_report(cfg).total
+    yaml_file = next((a.path.name for a in artifacts if a.kind == "yaml"), "CONFIG.yaml")
+    out: list[str] = [f"# {cfg.name}", ""]
+    out.append(
+        f"Architecture found by `nas search` in run `{run.path}` (trial {trial.number}, status {trial.status}). "
+        "A point of the hybrid VAN / CMT / ACmix space: the config describes the network; no trained weights "
+        "come with it."
+    )
+    out += ["", "## Summary", "", "| | |", "|---|---|"]
+    out.append(f"| input | {cfg.in_channels} x {cfg.resolution} x {cfg.resolution} (deploy resolution) |")
+    out.append(f"| classes | {cfg.num_classes} |")
+    out.append(f"| params | {total.params:,} ({_count(total.params)}) |")
+    out.append(f"| MACs (\"FLOPs\") | {total.macs:,} ({_macs(total.macs)}) at {cfg.resolution} px |")
+    recorded = []
+    if trial.macs is not None and trial.macs != total.macs:
+        recorded.append(f"MACs {trial.macs:,}")
+    if trial.params is not None and trial.params != total.params:
+        recorded.append(f"params {trial.params:,}")
+    if recorded:
+        out.append(f"| note | the search recorded {', '.join(recorded)}; the counts above are recomputed now |")
+    out += ["", "MACs are multiply-accumulates of convolutions, linear layers and attention products (the VAN/CMT "
+            "papers' \"FLOPs\"), counted analytically by `search_space.analytic_cost`."]  # fmt: skip
+    out += ["", "## Architecture", "", stage_table(cfg), ""]
+
+    out += ["## Latency", ""]
+    if trial.latency_ms_measured is not None:
+        details = [f"{trial.latency_ms_measured:.3f} ms measured (median)"]
+        attrs = trial.user_attrs
+        for key, label in LATENCY_DETAIL_ATTRS:
+            if key in attrs:
+                details.append(f"{label} {attrs[key]}")
+        if not any(key in attrs for key, _ in LATENCY_DETAIL_ATTRS):
+            # `nas search` re-measures its front on its latency device at batch 1 with one thread
+            # (nas/search/pareto.py) and records only the median
+            details.append(f"device {s.device}, batch size {SEARCH_LATENCY_BATCH}, {SEARCH_LATENCY_THREADS} thread, "
+                           f"{cfg.resolution} px (nas search's re-measurement of its front)")  # fmt: skip
+        out.append("- " + ", ".join(details))
+    else:
+        out.append("- measured: not recorded (the search re-measures latency only for its final Pareto front "
+                   "when latency is constrained or an objective)")  # fmt: skip
+    if trial.latency_ms_predicted is not None:
+        out.append(f"- predicted by the per-block lookup table: {trial.latency_ms_predicted:.3f} ms on {s.device}")
+    out.append("")
+
+    f = trial.fidelity
+    out += ["## Proxy accuracy", ""]
+    out.append(f"- validation accuracy (last epoch): {_opt(trial.val_acc, '{:.4f}')}; best epoch: "
+               f"{_opt(trial.best_val_acc, '{:.4f}')}")  # fmt: skip
+    out.append(f"- proxy: {f.epochs_trained or '-'} of {f.epochs or '-'} epochs at {f.resolution or '-'} px, batch "
+               f"{f.batch_size or '-'}, data `{f.data}` (fraction {f.data_fraction}), training seed {f.seed}, "
+               f"{_opt(trial.train_seconds, '{:.1f}')} s of training")  # fmt: skip
+    out.append("- a proxy accuracy ranks architectures; it is not the accuracy of a full training run")
+    out.append("")
+
+    out += ["## Search", ""]
+    out.append(f"- run: `{run.path}` ({run.display_status}), trial {trial.number}")
+    out.append(f"- command: `{' '.join(run.command) or '-'}`")
+    out.append(f"- budget: {_macs(s.budget_macs) if s.budget_macs else '-'} MACs; params limit: "
+               f"{_count(s.max_params) if s.max_params else '-'}; latency limit: "
+               f"{f'{s.latency_ms:g} ms on {s.device}' if s.latency_ms else '-'}")  # fmt: skip
+    out.append(f"- objectives: {', '.join(s.objectives)}; sampler: {s.sampler}; seed: {s.seed}; trials requested: "
+               f"{s.trials}; concurrency: {s.concurrency}; space: {s.space}")  # fmt: skip
+    if trial.choices:
+        out.append(f"- sampler choices: `{', '.join(f'{k}={v}' for k, v in sorted(trial.choices.items()))}`")
+    if run.versions:
+        out.append(f"- versions: {', '.join(f'{k} {v}' for k, v in run.versions.items())}")
+    out.append("")
+
+    out += ["## Files", ""]
+    for a in artifacts:
+        if a.kind == "yaml":
+            out.append(f"- `{a.path.name}`: the model config (YAML, `ArchConfig`)")
+        elif a.kind == "onnx":
+            d = a.details
+            check = d.get("check", "not checked")
+            out.append(f"- `{a.path.name}`: ONNX, opset {d.get('opset')}, input `{d.get('input')}` "
+                       f"{d.get('input_shape')} (dynamic batch), output `{d.get('output')}`; {check}")  # fmt: skip
+        elif a.kind == "torchscript":
+            d = a.details
+            out.append(f"- `{a.path.name}`: TorchScript (traced at {d.get('input_shape')}, batch dynamic); "
+                       f"{d.get('check', 'not checked')}")  # fmt: skip
+    if any(a.kind in ("onnx", "torchscript") for a in artifacts):
+        out.append(f"- the ONNX / TorchScript graphs carry freshly initialised weights (torch seed {weights_seed}): "
+                   "train the model before using them for predictions")  # fmt: skip
+    out.append("")
+
+    out += ["## Rebuild", "", "```python", "from search_space import ArchConfig, analytic_cost, build_model", "",
+            f'cfg = ArchConfig.load("{yaml_file}")',
+            "model = build_model(cfg)  # NCHW input, any side that is a multiple of 32; logits out",
+            f"assert analytic_cost(cfg) == ({total.params}, {total.macs})  # (params, MACs)", "```", "",
+            f"or from the command line: `nas profile {yaml_file}` (params and MACs), `nas train {yaml_file}` "
+            "(proxy training).", ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def _macs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e9:.3f} G" if value >= 1e8 else f"{value / 1e6:.2f} M"
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} K"
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return fmt.format(value) if value is not None else "-"

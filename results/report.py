@@ -1,0 +1,429 @@
+"""`nas report`: one self-contained HTML page (and the same figures as PNG files) for a run.
+
+The page embeds its figures as base64 PNG and loads nothing from the network: it can be mailed,
+archived or opened from a file system. It shows
+
+* the Pareto front of accuracy vs MACs (and vs measured latency when the run re-measured its
+  front), every trial greyed, the front highlighted, with the zoo models (VAN, CMT, ACmix) on the
+  same axes: at their proxy accuracy when ``RUN_DIR/zoo_proxy.json`` holds one
+  (``{name: {"val_acc": float, "macs": int}}``), otherwise as lines at their MACs;
+* the optimisation history (accuracy by trial, best so far; pruned, infeasible, failed marked);
+* parameter importances for proxy accuracy (Optuna's fANOVA evaluator over the complete feasible
+  trials; choices sampled only for some block types are left out and named);
+* the block types along the front and a table of the front linking each config.
+
+A tiny inline script marks ``<body data-images-ok="k/n">`` once the page has loaded, so a headless
+browser can check that every figure decoded (scripts/check_report_chromium.sh). An interactive
+plotly figure is added when plotly happens to be installed (it is not a dependency).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+from search_space import ArchConfig, analytic_cost, load_zoo, zoo_names
+from search_space.errors import ConfigError, UserError
+
+from .pareto import front_hypervolume, normalized_hypervolume, pareto_front, reference_point
+from .plots import ZooPoint, block_mix_figure, figure_png, history_figure, importance_figure, pareto_figure
+from .run import Run, TrialRecord, load_run
+
+MIN_TRIALS_FOR_IMPORTANCE = 5
+ZOO_PROXY_FILE = "zoo_proxy.json"
+
+
+@dataclass
+class Report:
+    html_path: Path
+    pngs: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- data the page needs ---------------------------------------------------------------------------
+
+
+def zoo_points(run: Run) -> tuple[list[ZooPoint], list[str]]:
+    """The zoo models at their own resolution, with proxy accuracies from zoo_proxy.json if any."""
+    notes: list[str] = []
+    proxy: dict[str, Any] = {}
+    path = run.path / ZOO_PROXY_FILE
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            proxy = raw
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            notes.append(f"{ZOO_PROXY_FILE} ignored: {type(exc).__name__}: {str(exc)[:80]}")
+    points = []
+    for name in zoo_names():
+        cfg = load_zoo(name)
+        cost = analytic_cost(cfg)
+        entry = proxy.get(name) if isinstance(proxy.get(name), dict) else {}
+        acc = _finite(entry.get("val_acc"))
+        macs = int(entry["macs"]) if isinstance(entry.get("macs"), (int, float)) else cost.macs
+        points.append(ZooPoint(name, macs, cfg.resolution, cost.params, acc))
+    for name, entry in proxy.items():  # extra reference models measured by the user
+        if name not in zoo_names() and isinstance(entry, dict) and isinstance(entry.get("macs"), (int, float)):
+            points.append(ZooPoint(str(name), int(entry["macs"]), 0, 0, _finite(entry.get("val_acc"))))
+    return points, notes
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def param_importances(run: Run) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances of the sampled choices for proxy accuracy, or None and why not.
+
+    Only complete feasible trials count (pruned ones carry a low-fidelity accuracy, infeasible
+    and duplicate ones were not trained). fANOVA needs every trial to have every parameter, so
+    choices that exist only for some block types (heads, K/V reduction, kernels) are left out.
+    """
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    study = run.study()
+    usable = {t.number: t.val_acc for t in run.eligible() if t.val_acc is not None}
+    if study is None or len(usable) < MIN_TRIALS_FOR_IMPORTANCE:
+        return None, (
+            f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete feasible trials; "
+            f"this run has {len(usable)}."
+        )
+    frozen = [t for t in study.get_trials(deepcopy=False) if t.number in usable and t.params]
+    if len(frozen) < MIN_TRIALS_FOR_IMPORTANCE:
+        return None, "Parameter importances: too few trials with recorded sampler choices."
+    common = set.intersection(*(set(t.params) for t in frozen))
+    conditional = sorted(set.union(*(set(t.params) for t in frozen)) - common)
+    varied = sorted(p for p in common if len({repr(t.params[p]) for t in frozen}) > 1)
+    if not varied:
+        return None, "Parameter importances: no choice varies across every complete trial."
+    mirror = optuna.create_study(direction="maximize")
+    for t in frozen:
+        mirror.add_trial(
+            optuna.trial.create_trial(
+                params={p: t.params[p] for p in varied},
+                distributions={p: t.distributions[p] for p in varied},
+                value=usable[t.number],
+            )
+        )
+    try:
+        importances = get_param_importances(mirror, evaluator=FanovaImportanceEvaluator(seed=0), params=varied)
+    except (ValueError, RuntimeError) as exc:
+        return None, f"Parameter importances could not be computed ({type(exc).__name__}: {str(exc)[:120]})."
+    note = f"fANOVA (Optuna, seed 0) over {len(frozen)} complete feasible trials, target proxy accuracy."
+    if conditional:
+        shown = ", ".join(conditional[:12]) + (" ..." if len(conditional) > 12 else "")
+        note += (
+            f" Left out: {len(conditional)} conditional choices sampled only for some block types ({shown})."
+        )
+    return {k: float(v) for k, v in importances.items()}, note
+
+
+def config_links(run: Run, front: Sequence[TrialRecord]) -> dict[int, tuple[Path, Path | None]]:
+    """Trial number -> (config YAML, model card or None): the search's pareto/ export if one holds
+    the same architecture, else the trial's own trials/NNNNN/config.yaml."""
+    exported: list[tuple[ArchConfig, Path]] = []
+    for path in run.pareto_files:
+        try:
+            exported.append((ArchConfig.load(path), path))
+        except ConfigError:
+            continue
+    links: dict[int, tuple[Path, Path | None]] = {}
+    for t in front:
+        target: Path | None = None
+        if t.config is not None:
+            for cfg, path in exported:
+                if cfg.replace(name="_") == t.config.replace(name="_"):
+                    target = path
+                    break
+        if target is not None:
+            card = target.with_suffix(".md")
+            links[t.number] = (target, card if card.is_file() else None)
+        else:
+            own = run.trial_dir(t.number) / "config.yaml"
+            if own.is_file():
+                links[t.number] = (own, None)
+    return links
+
+
+# -- the page ------------------------------------------------------------------------------------------
+
+
+def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report:
+    run = run if isinstance(run, Run) else load_run(run)
+    out_dir = Path(out) if out is not None else run.path / "report"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create the report directory ({exc.strerror})") from None
+    report = Report(out_dir / "report.html")
+    s = run.settings
+    front = pareto_front(run.trials, ("acc", "macs"))
+    zoo, zoo_notes = zoo_points(run)
+    report.notes.extend(zoo_notes)
+    sections: list[str] = []
+
+    def add_figure(key: str, fig: Any, caption: str) -> str:
+        png = figure_png(fig)
+        path = out_dir / f"{key}.png"
+        path.write_bytes(png)
+        report.pngs[key] = path
+        b64 = base64.b64encode(png).decode("ascii")
+        return (
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{html.escape(caption)} <span class=muted>({key}.png)</span></figcaption></figure>"
+        )
+
+    title = f"Search run {run.name}"
+    sections.append(_summary(run, front))
+
+    fig = pareto_figure(run.trials, front, "macs", limit=s.budget_macs, zoo=zoo,
+                        title="Proxy accuracy vs MACs at deploy resolution")  # fmt: skip
+    zoo_caption = (
+        "zoo models at their proxy accuracy (zoo_proxy.json)"
+        if any(z.val_acc is not None for z in zoo)
+        else "zoo models (no proxy runs recorded) marked by their MACs at their own resolution"
+    )
+    sections.append("<h2>Pareto front: accuracy vs MACs</h2>" + add_figure(
+        "pareto_macs", fig, f"Grey: all trials; red: Pareto front of complete feasible trials; dashed: budget; "
+        f"{zoo_caption}.")  # fmt: skip
+    )
+    measured = [t for t in run.trials if t.latency_ms_measured is not None]
+    if measured:
+        lat_front = pareto_front(run.trials, ("acc", "latency_measured"))
+        fig = pareto_figure(run.trials, lat_front, "latency_measured", limit=s.latency_ms,
+                            title=f"Proxy accuracy vs measured latency ({s.device})")  # fmt: skip
+        sections.append("<h2>Pareto front: accuracy vs measured latency</h2>" + add_figure(
+            "pareto_latency", fig, f"Trials whose latency was measured on {s.device} (the search re-measures its "
+            "front); red: front of those.")  # fmt: skip
+        )
+    fig = history_figure(run.trials, title="Optimisation history")
+    sections.append("<h2>Optimisation history</h2>" + add_figure(
+        "history", fig, "Proxy accuracy by trial number; red line: best complete feasible trial so far; ticks on "
+        "the axis: infeasible (never trained) and failed trials.")  # fmt: skip
+    )
+    importances, note = param_importances(run)
+    if importances:
+        fig = importance_figure(importances)
+        sections.append("<h2>Which choices mattered</h2>" + add_figure("importance", fig, note))
+    else:
+        sections.append(f"<h2>Which choices mattered</h2><p class=note>{html.escape(note)}</p>")
+        report.notes.append(note)
+    if front:
+        fig = block_mix_figure(front)
+        sections.append("<h2>Block types along the front</h2>" + add_figure(
+            "block_mix", fig, "One bar per front member, stages stacked bottom to top, height = depth, colour = "
+            "block type, hatching = channel attention.")  # fmt: skip
+        )
+    sections.append(_front_table(run, front, out_dir))
+    sections.append(_zoo_table(zoo))
+    plotly_html = _plotly_section(run, front)
+    if plotly_html:
+        sections.append(plotly_html)
+    sections.append(_methods(run, front))
+    report.html_path.write_text(_page(title, sections), encoding="utf-8")
+    return report
+
+
+def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
+    s = run.settings
+    counts = run.live_counts()
+    best = run.best()
+    ref = reference_point([run], ("acc", "macs"))
+    hv = front_hypervolume(run.trials, ("acc", "macs"), ref)
+    rows = [
+        ("run directory", str(run.path)),
+        ("status", run.display_status),
+        ("command", " ".join(run.command) or "-"),
+        ("created / updated", f"{run.created or '-'} / {run.updated or '-'}"),
+        ("MAC budget", _macs(s.budget_macs) if s.budget_macs else "-"),
+        ("params limit", _count(s.max_params) if s.max_params else "-"),
+        ("latency limit", f"{s.latency_ms:g} ms on {s.device}" if s.latency_ms else "-"),
+        ("objectives / sampler", f"{', '.join(s.objectives)} / {s.sampler or '-'}"),
+        ("trials done / requested", f"{run.done} / {s.trials if s.trials is not None else '?'}"),
+        ("counts", ", ".join(f"{k} {v}" for k, v in counts.items())),
+        ("proxy", f"{s.epochs} epochs at {s.proxy_resolution} px, batch {s.batch_size}, data {s.data} "
+                  f"(fraction {s.data_fraction}), seed {s.seed}, concurrency {s.concurrency}"),  # fmt: skip
+        ("space", str(s.space)),
+        ("resources", _resources(run.resources)),
+        ("best complete trial", f"#{best.number}: accuracy {best.val_acc:.4f}, {_macs(best.macs)}" if best else "-"),
+        ("hypervolume (acc, MACs)", f"{normalized_hypervolume(hv, ref, ('acc', 'macs')):.4f} of the box accuracy "
+                                    f"[0, 1] x MACs [0, {_macs(ref[1])}]; {len(front)} trials on the front"),
+    ]  # fmt: skip
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<h2>Summary</h2><table class=kv>{body}</table>"
+
+
+def _resources(res: Any) -> str:
+    if not res:
+        return "-"
+    known = [("concurrency", "trials at a time"), ("threads", "threads per trial"), ("gpus_per_trial", "GPUs per trial"),
+             ("nodes", "node(s)"), ("cluster_cpus", "CPUs"), ("cluster_gpus", "GPUs")]  # fmt: skip
+    parts = [f"{res[k]:g} {label}" if isinstance(res[k], float) else f"{res[k]} {label}" for k, label in known if k in res]
+    return ", ".join(parts) or "-"
+
+
+def _rel(target: Path, out_dir: Path) -> str:
+    return quote(os.path.relpath(target.resolve(), out_dir.resolve()).replace(os.sep, "/"))
+
+
+def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
+    if not front:
+        return "<h2>Pareto front</h2><p class=note>No complete feasible trial yet.</p>"
+    links = config_links(run, front)
+    head = ("trial", "accuracy", "best acc.", "MACs", "params", "latency (ms)", "epochs", "stages", "config")
+    rows = []
+    for t in front:
+        lat = "-"
+        if t.latency_ms_measured is not None:
+            lat = f"{t.latency_ms_measured:.2f} measured"
+        elif t.latency_ms_predicted is not None:
+            lat = f"{t.latency_ms_predicted:.2f} predicted"
+        stages = (
+            " / ".join(_stage_label(st) for st in t.config.stages) if t.config is not None else "-"
+        )
+        link = "-"
+        if t.number in links:
+            cfg_path, card = links[t.number]
+            link = f'<a href="{_rel(cfg_path, out_dir)}">{html.escape(cfg_path.name)}</a>'
+            if card is not None:
+                link += f' &middot; <a href="{_rel(card, out_dir)}">card</a>'
+        cells = [
+            f"#{t.number}", f"{t.val_acc:.4f}", _opt(t.best_val_acc, "{:.4f}"), _macs(t.macs), _count(t.params), lat,
+            f"{t.fidelity.epochs_trained or '-'}", stages, link,
+        ]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return (
+        "<h2>Pareto front</h2><p>Complete, feasible trials that no other such trial beats in both accuracy and "
+        "MACs; links go to the exported config (or the trial's own config when the search has not exported "
+        f"it yet).</p><table class=grid><tr>{header}</tr>{''.join(rows)}</table>"
+    )
+
+
+def _stage_label(stage: Any) -> str:
+    attention = f" {stage.channel_attention}" if stage.channel_attention != "none" else ""
+    return f"{stage.block}&times;{stage.depth} w{stage.width}{attention}"
+
+
+def _zoo_table(zoo: Sequence[ZooPoint]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(z.name)}</td><td>{z.resolution or '-'}</td><td>{_macs(z.macs)}</td>"
+        f"<td>{_count(z.params) if z.params else '-'}</td><td>{_opt(z.val_acc, '{:.4f}')}</td></tr>"
+        for z in zoo
+    )
+    return (
+        "<h2>Zoo models</h2><p>MACs at each model's own resolution (analytic count). Proxy accuracy comes from "
+        f"<code>{ZOO_PROXY_FILE}</code> in the run directory when present.</p><table class=grid><tr><th>model</th>"
+        f"<th>resolution</th><th>MACs</th><th>params</th><th>proxy accuracy</th></tr>{rows}</table>"
+    )
+
+
+def _methods(run: Run, front: Sequence[TrialRecord]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
+    made = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return (
+        "<h2>How to read this</h2><ul>"
+        "<li>MACs (the papers' \"FLOPs\") are multiply-accumulates of convolutions, linear layers and attention "
+        "products, counted analytically at the deploy resolution.</li>"
+        "<li>Accuracy is the proxy's validation accuracy (short training at low resolution), a ranking signal, "
+        "not a final ImageNet figure.</li>"
+        "<li>Only complete, feasible, non-duplicate trials can be on the front; pruned trials were stopped early by "
+        "ASHA and their accuracy is from partial training.</li>"
+        "<li>Hypervolume reference point: accuracy 0 and the MAC budget; normalised by the box accuracy [0, 1] x "
+        "MACs [0, budget].</li></ul>"
+        f"<p class=muted>Made {html.escape(made)} from {html.escape(str(run.path))}; search versions: "
+        f"{html.escape(versions or '-')}.</p>"
+    )
+
+
+def _plotly_section(run: Run, front: Sequence[TrialRecord]) -> str:
+    """An interactive accuracy-vs-MACs scatter with hover details, only if plotly is installed."""
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        return ""
+    front_ids = {t.number for t in front}
+    fig = go.Figure()
+    for name, group, colour in (
+        ("complete", [t for t in run.eligible() if t.number not in front_ids], "#9a9a9a"),
+        ("Pareto front", list(front), "#d62728"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[t.macs for t in group], y=[t.val_acc for t in group], mode="markers", name=name,
+                marker={"color": colour, "size": 8},
+                text=[f"trial {t.number}<br>" + (" / ".join(f"{s.block}x{s.depth}" for s in t.config.stages)
+                      if t.config else "") for t in group],
+                hovertemplate="%{text}<br>MACs %{x:.3s}<br>accuracy %{y:.4f}<extra></extra>",
+            )  # fmt: skip
+        )
+    fig.update_layout(xaxis_type="log", xaxis_title="MACs", yaxis_title="proxy accuracy", height=480,
+                      margin={"l": 60, "r": 20, "t": 30, "b": 50})  # fmt: skip
+    # plotly.js inline (several MB) so that the page still needs no network; no logo link
+    body = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
+    return f"<h2>Interactive front (plotly)</h2>{body}"
+
+
+def _page(title: str, sections: Sequence[str]) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1040px;
+       color: #222; padding: 0 16px; }}
+h1 {{ font-size: 1.6em; margin-bottom: 0.2em; }} h2 {{ font-size: 1.2em; margin-top: 1.6em;
+       border-bottom: 1px solid #ddd; padding-bottom: 3px; }}
+figure {{ margin: 0.6em 0; }} img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
+figcaption {{ font-size: 0.85em; color: #555; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+table.kv th {{ text-align: left; padding: 2px 14px 2px 0; color: #555; font-weight: normal; vertical-align: top; }}
+table.grid td, table.grid th {{ border: 1px solid #ddd; padding: 3px 7px; text-align: left; }}
+table.grid th {{ background: #f4f4f4; }}
+.note {{ background: #fff8e5; border-left: 3px solid #e0b000; padding: 6px 10px; }}
+.muted {{ color: #888; font-size: 0.85em; }} code {{ background: #f4f4f4; padding: 0 3px; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+{''.join(sections)}
+<script>
+// for headless checks only: how many figures decoded (the page itself needs no script)
+window.addEventListener("load", function () {{
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) {{ if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }}
+  document.body.setAttribute("data-images-ok", ok + "/" + imgs.length);
+}});
+</script>
+</body></html>
+"""
+
+
+def _macs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e9:.3f} G" if value >= 1e8 else f"{value / 1e6:.1f} M"
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} K"
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return fmt.format(value) if value is not None else "-"

@@ -1,0 +1,485 @@
+"""Loading a search run directory (written by `nas search`) into plain dataclasses.
+
+A run directory holds ``run.json`` (command, versions, settings, status, counts), ``space.yaml``,
+the Optuna journal ``study.journal`` (study "search"), ``trials/NNNNN/`` (config, per-epoch
+metrics, result) and ``pareto/``. Everything here only reads: no lock is taken and no file is
+created, so a report can be made while the search is still writing the directory. Half-written
+data is tolerated: Optuna skips a trailing partial journal line, run.json is re-read if it is
+caught mid-write, and malformed metric lines are skipped.
+
+Objective names used throughout ``results``: ``acc`` (proxy validation accuracy, maximised),
+``macs`` and ``params`` (analytic, at the deploy resolution, minimised), ``latency`` (measured
+latency in ms when the Pareto re-measurement recorded one, else the predicted one, minimised),
+``latency_measured`` and ``latency_predicted`` (each alone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from search_space import ArchConfig
+from search_space.errors import ConfigError, UserError
+
+STUDY_NAME = "search"
+TRIAL_DIR_DIGITS = 5
+
+# objective name -> direction; "acc" is the only maximised one
+DIRECTIONS = {
+    "acc": "maximize",
+    "macs": "minimize",
+    "params": "minimize",
+    "latency": "minimize",
+    "latency_measured": "minimize",
+    "latency_predicted": "minimize",
+}
+LABELS = {
+    "acc": "proxy val. accuracy",
+    "macs": "MACs",
+    "params": "params",
+    "latency": "latency (ms)",
+    "latency_measured": "measured latency (ms)",
+    "latency_predicted": "predicted latency (ms)",
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The search settings stored in run.json (unknown keys are kept in ``extra``)."""
+
+    budget_macs: int | None = None
+    max_params: int | None = None
+    latency_ms: float | None = None
+    device: str = "cpu"
+    objectives: tuple[str, ...] = ("acc", "macs")
+    sampler: str | None = None
+    trials: int | None = None
+    epochs: int | None = None
+    proxy_resolution: int | None = None
+    concurrency: int | None = None
+    seed: int | None = None
+    data: str | None = None
+    space: str | None = None
+    batch_size: int | None = None
+    data_fraction: float | None = None
+    address: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunSettings":
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        if "objectives" in values:
+            values["objectives"] = tuple(values["objectives"] or ("acc",))
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["objectives"] = list(self.objectives)
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How cheaply a trial was evaluated: the proxy settings and how far training got."""
+
+    resolution: int | None = None
+    epochs: int | None = None  # epochs asked for
+    epochs_trained: int | None = None  # epochs done (fewer when ASHA stopped it)
+    batch_size: int | None = None
+    data: str | None = None
+    data_fraction: float | None = None
+    seed: int | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.epochs is not None and self.epochs_trained is not None and self.epochs_trained >= self.epochs
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One Optuna trial of a run, with what the search recorded about it.
+
+    ``params`` is the architecture's parameter count (as in the run directory contract); the
+    sampler's choices (Optuna's "params") are ``choices``.
+    """
+
+    number: int
+    state: str  # Optuna state name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    status: str  # complete | pruned | failed | infeasible | duplicate | running | waiting
+    values: tuple[float, ...] | None
+    choices: Mapping[str, Any]
+    constraints: Mapping[str, float]
+    config: ArchConfig | None
+    arch_hash: str | None = None
+    macs: int | None = None
+    params: int | None = None
+    latency_ms_predicted: float | None = None
+    latency_ms_measured: float | None = None
+    val_acc: float | None = None
+    best_val_acc: float | None = None
+    train_seconds: float | None = None
+    failure_reason: str | None = None
+    duplicate_of: int | None = None
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    history: tuple[Mapping[str, Any], ...] = ()  # per-epoch rows of trials/NNNNN/metrics.jsonl
+    user_attrs: Mapping[str, Any] = field(default_factory=dict)
+    datetime_start: str | None = None
+    datetime_complete: str | None = None
+
+    @property
+    def feasible(self) -> bool:
+        """All recorded constraints <= 0 (a trial with no constraints recorded counts as feasible)."""
+        return all(v <= 0 for v in self.constraints.values())
+
+    @property
+    def eligible(self) -> bool:
+        """Fully trained, feasible and not a duplicate: the trials a Pareto front is made of."""
+        return self.state == "COMPLETE" and self.status == "complete" and self.feasible
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.latency_ms_measured if self.latency_ms_measured is not None else self.latency_ms_predicted
+
+    def metric(self, name: str) -> float | None:
+        """The value of objective ``name`` (see the module docstring), None if not recorded."""
+        value: Any
+        if name == "acc":
+            value = self.val_acc
+        elif name == "macs":
+            value = self.macs
+        elif name == "params":
+            value = self.params
+        elif name == "latency":
+            value = self.latency_ms
+        elif name == "latency_measured":
+            value = self.latency_ms_measured
+        elif name == "latency_predicted":
+            value = self.latency_ms_predicted
+        else:
+            raise UserError(f"unknown objective '{name}' (choose from {', '.join(DIRECTIONS)})")
+        if value is None:
+            return None
+        value = float(value)
+        return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    status: str
+    settings: RunSettings
+    directions: tuple[str, ...]  # of the study, in settings.objectives order
+    trials: tuple[TrialRecord, ...]
+    command: tuple[str, ...] = ()
+    created: str | None = None
+    updated: str | None = None
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)  # as run.json recorded them
+    resources: Mapping[str, Any] = field(default_factory=dict)  # concurrency, threads, GPUs, nodes, if recorded
+    pareto_files: tuple[Path, ...] = ()  # pareto/*.yaml written by the search
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return self.settings.objectives
+
+    def trial(self, number: int) -> TrialRecord:
+        for t in self.trials:
+            if t.number == number:
+                return t
+        numbers = [t.number for t in self.trials]
+        span = f"trials 0..{max(numbers)}" if numbers else "no trials yet"
+        raise UserError(f"{self.path}: no trial {number} in this run ({span})")
+
+    def eligible(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.eligible]
+
+    def live_counts(self) -> dict[str, int]:
+        """Trial counts by status, counted from the study (run.json's may lag a running search)."""
+        out = {k: 0 for k in ("complete", "pruned", "failed", "running", "infeasible", "duplicate")}
+        for t in self.trials:
+            key = "running" if t.status in ("running", "waiting") else t.status
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    @property
+    def done(self) -> int:
+        """Architectures whose training ended (complete, pruned or failed): what --trials counts."""
+        c = self.live_counts()
+        return c["complete"] + c["pruned"] + c["failed"]
+
+    @property
+    def trained(self) -> int:
+        """Architectures trained or training (infeasible and duplicate candidates cost nothing)."""
+        return self.done + self.live_counts()["running"]
+
+    def search_alive(self) -> bool | None:
+        """Whether the process that holds ``.lock`` still exists (None: no pid recorded).
+
+        Read from the pid written into the lock file, without touching the lock itself, so that
+        looking at a run can never make a search that is starting up find its directory in use.
+        """
+        try:
+            text = (self.path / ".lock").read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not text.isdigit():
+            return None
+        try:
+            os.kill(int(text), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        return True
+
+    @property
+    def display_status(self) -> str:
+        """run.json's status, with a "running" run whose search process is gone shown as such."""
+        if self.status == "running" and self.search_alive() is False:
+            return "interrupted"
+        return self.status
+
+    def best(self, objective: str = "acc") -> TrialRecord | None:
+        """The eligible trial best in ``objective``; ties go to fewer MACs, then the lower number."""
+        ranked = rank_trials(self.eligible(), objective)
+        return ranked[0] if ranked else None
+
+    def trial_dir(self, number: int) -> Path:
+        return self.path / "trials" / f"{number:0{TRIAL_DIR_DIGITS}d}"
+
+    def study(self) -> Any:
+        """The Optuna study itself (for importances and Optuna's own tools)."""
+        return _load_study(self.path / "study.journal")
+
+
+def rank_trials(trials: Sequence[TrialRecord], objective: str = "acc") -> list[TrialRecord]:
+    """Best first by ``objective``; ties broken by fewer MACs, then by the lower trial number."""
+    sign = -1.0 if DIRECTIONS[objective] == "maximize" else 1.0
+    usable = [t for t in trials if t.metric(objective) is not None]
+    return sorted(
+        usable,
+        key=lambda t: (sign * t.metric(objective), t.macs if t.macs is not None else math.inf, t.number),  # type: ignore[operator]
+    )
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / "run.json").is_file() or (path / "study.journal").is_file())
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run directory. A missing path or a directory that is not a run is a `UserError`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory (expected a run directory written by nas search)")
+    if not is_run_dir(path):
+        raise UserError(f"{path}: not a run directory (no run.json or study.journal; made by nas search)")
+    meta = _read_run_json(path / "run.json") if (path / "run.json").is_file() else {}
+    settings = RunSettings.from_dict(meta.get("settings") or {})
+    study = _load_study(path / "study.journal")
+    directions: tuple[str, ...]
+    if study is not None:
+        directions = tuple(d.name.lower() for d in study.directions)
+        frozen = study.get_trials(deepcopy=False)
+    else:
+        directions = tuple(DIRECTIONS.get(o, "minimize") for o in settings.objectives)
+        frozen = []
+    if not meta.get("settings") and study is not None:  # journal only: infer the objectives
+        settings = RunSettings.from_dict({"objectives": _guess_objectives(len(directions))})
+    # `nas search` re-measures its front after the trials finished (when they can no longer take
+    # user attrs), so the measurements live in a study attr {number: ms} and in trials/*/result.json
+    measured = study.user_attrs.get("latency_ms_measured") if study is not None else None
+    measured = measured if isinstance(measured, Mapping) else {}
+    trials = tuple(_trial_record(t, path, settings, _float(measured.get(str(t.number)))) for t in frozen)
+    pareto_dir = path / "pareto"
+    pareto_files = tuple(sorted(pareto_dir.glob("*.yaml"))) if pareto_dir.is_dir() else ()
+    return Run(
+        path=path,
+        status=str(meta.get("status", "unknown")),
+        settings=settings,
+        directions=directions,
+        trials=trials,
+        command=tuple(str(a) for a in meta.get("command") or ()),
+        created=meta.get("created"),
+        updated=meta.get("updated"),
+        versions=dict(meta.get("versions") or {}),
+        counts=dict(meta.get("counts") or {}),
+        resources=dict(meta.get("resources") or {}) if isinstance(meta.get("resources"), Mapping) else {},
+        pareto_files=pareto_files,
+    )
+
+
+def _guess_objectives(n: int) -> tuple[str, ...]:
+    return ("acc", "macs", "latency")[: max(1, n)]
+
+
+def _read_run_json(path: Path, attempts: int = 5) -> dict[str, Any]:
+    """run.json, re-read a few times if caught mid-write by a writer that does not rename."""
+    problem = ""
+    for attempt in range(attempts):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                return data
+            problem = "not a JSON object"
+        except FileNotFoundError:  # replaced between the check and the read: try again
+            problem = "disappeared while reading"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problem = type(exc).__name__
+        time.sleep(0.05 * (attempt + 1))
+    raise UserError(f"{path}: unreadable run.json ({problem})")
+
+
+def _load_study(journal: Path) -> Any:
+    """The study "search" from a journal file, or None when there is no journal or study yet."""
+    if not journal.is_file():
+        return None
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    except KeyError:  # the journal holds no study "search" (yet)
+        return None
+    except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{journal}: corrupt Optuna journal ({str(exc).splitlines()[0][:120]})") from None
+    except OSError as exc:
+        raise UserError(f"{journal}: cannot read ({exc.strerror})") from None
+
+
+def _trial_record(t: Any, run_path: Path, settings: RunSettings, measured_ms: float | None = None) -> TrialRecord:
+    attrs = dict(t.user_attrs)
+    trial_dir = run_path / "trials" / f"{t.number:0{TRIAL_DIR_DIGITS}d}"
+    if measured_ms is None and attrs.get("latency_ms_measured") is None:
+        measured_ms = _float(_read_json(trial_dir / "result.json").get("latency_ms_measured"))
+    state = t.state.name
+    status = attrs.get("status") or _status_from_state(state, t.constraints)
+    if state in ("RUNNING", "WAITING"):
+        status = state.lower()  # a status attr set before training does not mean it finished
+    config = _config(attrs.get("config"), run_path, t.number)
+    proxy = attrs.get("proxy") if isinstance(attrs.get("proxy"), Mapping) else {}
+    fidelity = Fidelity(
+        resolution=_int(proxy.get("resolution", settings.proxy_resolution)),
+        epochs=_int(proxy.get("epochs", settings.epochs)),
+        epochs_trained=_int(attrs.get("epochs_trained")),
+        batch_size=_int(proxy.get("batch_size", settings.batch_size)),
+        data=proxy.get("data", settings.data),
+        data_fraction=_float(proxy.get("data_fraction", settings.data_fraction)),
+        seed=_int(proxy.get("seed")),
+    )
+    values = tuple(float(v) for v in t.values) if t.values is not None else None
+    val_acc = _float(attrs.get("val_acc"))
+    if val_acc is None and values is not None and status == "complete" and "acc" in settings.objectives:
+        idx = settings.objectives.index("acc")
+        val_acc = values[idx] if idx < len(values) else None
+    return TrialRecord(
+        number=t.number,
+        state=state,
+        status=str(status),
+        values=values,
+        choices=dict(t.params),
+        constraints=dict(t.constraints),
+        config=config,
+        arch_hash=attrs.get("arch_hash"),
+        macs=_int(attrs.get("macs")),
+        params=_int(attrs.get("params")),
+        latency_ms_predicted=_float(attrs.get("latency_ms_predicted")),
+        latency_ms_measured=_float(attrs.get("latency_ms_measured", measured_ms)),
+        val_acc=val_acc,
+        best_val_acc=_float(attrs.get("best_val_acc")),
+        train_seconds=_float(attrs.get("train_seconds")),
+        failure_reason=attrs.get("failure_reason"),
+        duplicate_of=_int(attrs.get("duplicate_of")),
+        fidelity=fidelity,
+        history=tuple(_read_metrics(trial_dir / "metrics.jsonl")),
+        user_attrs=attrs,
+        datetime_start=t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
+        datetime_complete=t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
+    )
+
+
+def _status_from_state(state: str, constraints: Mapping[str, float]) -> str:
+    if state == "COMPLETE":
+        return "complete" if all(v <= 0 for v in constraints.values()) else "infeasible"
+    return {"PRUNED": "pruned", "FAIL": "failed"}.get(state, state.lower())
+
+
+def _config(raw: Any, run_path: Path, number: int) -> ArchConfig | None:
+    """The trial's ArchConfig from its user attr, else from trials/NNNNN/config.yaml."""
+    source = f"{run_path.name} trial {number}"
+    if isinstance(raw, Mapping):
+        try:
+            return ArchConfig.from_dict(raw, source=source)
+        except (ConfigError, TypeError):
+            pass
+    path = run_path / "trials" / f"{number:0{TRIAL_DIR_DIGITS}d}" / "config.yaml"
+    if path.is_file():
+        try:
+            return ArchConfig.load(path)
+        except ConfigError:
+            return None
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A small JSON object file, or {} when missing or unreadable (e.g. caught mid-write)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Per-epoch rows; a half-written last line (a trial still training) is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
