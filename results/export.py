@@ -20,13 +20,12 @@ PyTorch's own float32 error (both figures are then reported).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import UserError
