@@ -1,0 +1,431 @@
+"""Proxy training: a short, cheap training of an `ArchConfig` that ranks architectures.
+
+Recipe: AdamW (no weight decay on norms, biases, layer scales and position biases), per-step
+linear warm-up then cosine decay to zero, label smoothing, and light augmentation done on the
+batch tensor (reflect-padded random shift; horizontal flip where the data allows it). The model
+is built at the proxy resolution with the data's class count and optionally narrower widths.
+
+The loop indexes in-memory tensors with a seeded permutation per epoch (no DataLoader workers)
+and avoids per-step host synchronisation on CUDA: the loss is summed on the device and checked
+for non-finite values every few steps. On CUDA it runs under bf16 autocast in channels_last; on
+the CPU it pins ``torch`` to ``spec.threads`` for the duration of the call (restored afterwards).
+
+Determinism: the same seed on the same device and thread count gives the same result. The call
+seeds ``torch``, ``random`` and ``numpy`` globally (model initialisation reads the global torch
+generator); the data order and augmentation use a private ``torch.Generator``. On CUDA, cuDNN is
+put in deterministic mode for the call; kernels without a deterministic variant may still vary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_space import ArchConfig, analytic_cost, build_model
+from search_space.errors import ConfigError, UserError
+from search_space.transforms import scale_widths, with_classes
+
+from .data import DataBundle, load_data, stratified_subset
+
+DATA_SEED = 0  # the train subset (data_fraction) is the same for every training seed
+EVAL_BATCH = 256
+CUDA_CHECK_EVERY = 16  # steps between host reads of the loss on CUDA (each read synchronises)
+CUDA_RESIDENT_BYTES = 4 << 30  # datasets below this live on the GPU for the whole run
+
+EpochCallback = Callable[[dict], "bool | None"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """How to train a proxy: resolution, length, data share, width and optimiser settings."""
+
+    resolution: int = 32
+    epochs: int = 3
+    batch_size: int = 64
+    data_fraction: float = 1.0
+    width_multiplier: float = 1.0
+    seed: int = 0
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1
+    label_smoothing: float = 0.1
+    threads: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise UserError(f"proxy spec: {msg}")
+
+        need(_is_int(self.resolution) and self.resolution >= 32 and self.resolution % 32 == 0,
+             f"resolution must be a positive multiple of 32, got {self.resolution!r}")  # fmt: skip
+        need(_is_int(self.epochs) and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs!r}")
+        need(_is_int(self.batch_size) and self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size!r}")
+        need(0.0 < self.data_fraction <= 1.0, f"data_fraction must be in (0, 1], got {self.data_fraction!r}")
+        need(math.isfinite(self.width_multiplier) and 0.0 < self.width_multiplier <= 16,
+             f"width_multiplier must be in (0, 16], got {self.width_multiplier!r}")  # fmt: skip
+        need(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be >= 0, got {self.weight_decay!r}")  # fmt: skip
+        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+             f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")  # fmt: skip
+        need(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        need(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
+             f"threads must be >= 1, got {self.threads!r}")  # fmt: skip
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of one proxy training. ``val_acc`` is the last completed epoch's accuracy."""
+
+    val_acc: float
+    best_val_acc: float
+    epochs: int
+    train_seconds: float  # model build, training and per-epoch evaluation (data loading excluded)
+    images_per_second: float  # training images / seconds inside the training steps
+    history: list[dict] = field(default_factory=list)
+    status: str = "ok"  # ok | stopped | failed
+    failure_reason: str | None = None
+    params: int = 0
+    macs: int = 0  # of the proxy model at the proxy resolution
+    device: str = "cpu"
+    resolution: int = 32
+    n_train: int = 0
+    n_val: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def proxy_config(cfg: ArchConfig, spec: ProxySpec, num_classes: int, in_channels: int = 3) -> ArchConfig:
+    """The architecture the proxy trains: data's classes, scaled widths, built at proxy resolution.
+
+    Building at the proxy resolution sizes CMT's relative position bias for the feature maps it
+    will see (no interpolation on every step). Should the config not be valid at that resolution
+    (a K/V reduction that does not divide a smaller map), it is built at its own resolution and
+    the model interpolates at run time.
+    """
+    proxy = with_classes(scale_widths(cfg, spec.width_multiplier), num_classes)
+    if proxy.in_channels != in_channels:
+        proxy = proxy.replace(in_channels=in_channels)
+    if proxy.resolution != spec.resolution:
+        at_proxy = proxy.replace(resolution=spec.resolution)
+        try:
+            at_proxy.validate()
+            proxy = at_proxy
+        except ConfigError:
+            pass
+    return proxy
+
+
+def train_proxy(
+    cfg: ArchConfig,
+    spec: ProxySpec = ProxySpec(),
+    data: str | DataBundle = "digits",
+    on_epoch: EpochCallback | None = None,
+    *,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``cfg`` under ``spec``; ``on_epoch`` sees every epoch and may return False to stop.
+
+    ``on_epoch`` receives ``{"epoch", "val_acc", "train_loss", "seconds" (since the start),
+    "epoch_seconds", "lr"}``. A non-finite loss ends the run with status "failed" and a reason.
+    A `DataBundle` is used at its own fraction when that equals ``spec.data_fraction``; a full
+    bundle (fraction 1) is subsampled to ``spec.data_fraction``.
+    """
+    bundle = _resolve_data(data, spec)
+    device = resolve_device(spec.device)
+    with _pinned_threads(spec.threads), _cudnn_deterministic(device):
+        return _Run(cfg, spec, bundle, device, on_epoch, progress).train()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but CUDA is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'") from None
+
+
+class _Run:
+    """One training run; state shared by the loop, the evaluation and the result."""
+
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        spec: ProxySpec,
+        bundle: DataBundle,
+        device: torch.device,
+        on_epoch: EpochCallback | None,
+        progress: bool,
+    ) -> None:
+        self.spec, self.bundle, self.device, self.on_epoch, self.progress = spec, bundle, device, on_epoch, progress
+        self.cuda = device.type == "cuda"
+        x_train, y_train = bundle.train.tensors
+        self.cfg = proxy_config(cfg, spec, bundle.num_classes, in_channels=int(x_train.shape[1]))
+        self.macs = analytic_cost(self.cfg, spec.resolution).macs
+        self.n_train, self.n_val = len(y_train), len(bundle.val)
+        if self.n_train < 2 or self.n_val < 1:
+            raise UserError(f"{bundle.name}: too little data ({self.n_train} train, {self.n_val} val images)")
+        self.batch = min(spec.batch_size, self.n_train)
+        self.steps_per_epoch = self.n_train // self.batch  # the ragged last batch is dropped
+        self.total_steps = self.steps_per_epoch * spec.epochs
+        self.warmup_steps = min(round(spec.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
+        self.pad = round(bundle.max_shift * spec.resolution)
+        resident = self.cuda and _nbytes(bundle) <= CUDA_RESIDENT_BYTES
+        store = device if resident else torch.device("cpu")
+        self.x_train, self.y_train = x_train.to(store).contiguous(), y_train.to(store)
+        self.x_val, self.y_val = (t.to(store).contiguous() for t in bundle.val.tensors)
+        if self.cuda and not resident:
+            self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
+
+    # -- setup ------------------------------------------------------------------------------
+    def _build(self) -> tuple[nn.Module, torch.optim.Optimizer]:
+        seed = self.spec.seed
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        model = build_model(self.cfg)
+        model = model.to(self.device, memory_format=torch.channels_last) if self.cuda else model
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():  # decay only conv/linear weights
+            (decay if p.ndim >= 2 and name.endswith("weight") else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        extra = {"fused": True} if self.cuda else {}
+        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, betas=(0.9, 0.999), **extra)
+        return model, optimizer
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine decay to zero."""
+        if step < self.warmup_steps:
+            return self.spec.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        return self.spec.lr * 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup_steps) / span))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        start = time.perf_counter()
+        model, optimizer = self._build()
+        params = sum(p.numel() for p in model.parameters())
+        history: list[dict] = []
+        status, reason, step_seconds = "ok", None, 0.0
+        bar = _progress_bar(self.total_steps, self.cfg.name, self.progress)
+        try:
+            for epoch in range(1, self.spec.epochs + 1):
+                epoch_start = time.perf_counter()
+                try:
+                    train_loss, bad_step = self._train_epoch(model, optimizer, epoch, bar)
+                except torch.OutOfMemoryError:
+                    status, reason = "failed", f"out of memory at epoch {epoch} (batch {self.batch})"
+                    break
+                step_seconds += time.perf_counter() - epoch_start
+                if bad_step is not None:
+                    status, reason = "failed", f"non-finite loss at epoch {epoch} step {bad_step}"
+                    break
+                val_acc = self._evaluate(model)
+                now = time.perf_counter()
+                record = {
+                    "epoch": epoch,
+                    "val_acc": val_acc,
+                    "train_loss": train_loss,
+                    "seconds": now - start,
+                    "epoch_seconds": now - epoch_start,
+                    "lr": self.lr_at(epoch * self.steps_per_epoch - 1),
+                }
+                history.append(record)
+                if bar is not None:
+                    bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+                if self.on_epoch is not None and self.on_epoch(dict(record)) is False and epoch < self.spec.epochs:
+                    status = "stopped"
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        accs = [h["val_acc"] for h in history]
+        trained = len(history) * self.steps_per_epoch * self.batch
+        return TrainResult(
+            val_acc=accs[-1] if accs else 0.0,
+            best_val_acc=max(accs) if accs else 0.0,
+            epochs=len(history),
+            train_seconds=time.perf_counter() - start,
+            images_per_second=trained / step_seconds if step_seconds > 0 and trained else 0.0,
+            history=history,
+            status=status,
+            failure_reason=reason,
+            params=params,
+            macs=self.macs,
+            device=str(self.device),
+            resolution=self.spec.resolution,
+            n_train=self.n_train,
+            n_val=self.n_val,
+        )
+
+    def _train_epoch(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, bar: Any
+    ) -> tuple[float, int | None]:
+        """One pass over the train split. Returns (mean loss, 1-based step of a non-finite loss or None)."""
+        model.train()
+        order = torch.randperm(self.n_train, generator=self.gen)
+        base = (epoch - 1) * self.steps_per_epoch
+        check_every = CUDA_CHECK_EVERY if self.cuda else 1  # on the CPU a host read costs nothing
+        loss_sum = torch.zeros((), device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        steps = torch.arange(1, self.steps_per_epoch + 1, device=self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        for i in range(self.steps_per_epoch):
+            idx = order[i * self.batch : (i + 1) * self.batch]
+            x, y = self._batch(idx)
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr_at(base + i)
+            with autocast:
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss = loss.detach()
+            loss_sum += loss
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), steps[i], first_bad)
+            if bar is not None:
+                bar.update(1)
+            if (i + 1) % check_every == 0 or i + 1 == self.steps_per_epoch:
+                bad = int(first_bad)
+                if bad >= 0:
+                    return math.nan, bad
+        return float(loss_sum) / self.steps_per_epoch, None
+
+    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.x_train.device != self.device:  # data too large to live on the GPU
+            x = self.x_train[idx].to(self.device, non_blocking=True)
+            y = self.y_train[idx].to(self.device, non_blocking=True)
+        else:
+            idx = idx.to(self.device, non_blocking=True)
+            x, y = self.x_train[idx], self.y_train[idx]
+        x = augment(x, self.pad, self.bundle.hflip, self.gen)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module) -> float:
+        model.eval()
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        for start in range(0, self.n_val, EVAL_BATCH):
+            x = self.x_val[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
+            y = self.y_val[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                correct += (model(x).argmax(dim=1) == y).sum()
+        return int(correct) / self.n_val
+
+
+def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random shift by up to ``pad`` pixels (reflect padding) and optional horizontal flip.
+
+    One gather over the padded batch does both: each sample reads its own window, with its
+    column order reversed when flipped. Random numbers come from ``gen`` (CPU) for determinism.
+    """
+    if pad <= 0 and not hflip:
+        return x
+    b, c, h, w = x.shape
+    pad = min(pad, h - 1, w - 1)
+    source = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1), generator=gen)
+    cols = torch.arange(w).view(1, 1, w).expand(b, 1, w)
+    if hflip:
+        flip = torch.rand(b, 1, 1, generator=gen) < 0.5
+        cols = torch.where(flip, cols.flip(-1), cols)
+    rows = dy + torch.arange(h).view(1, h, 1)
+    index = (rows * (w + 2 * pad) + dx + cols).view(b, 1, h * w).to(x.device, non_blocking=True)
+    return source.flatten(2).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _resolve_data(data: str | DataBundle, spec: ProxySpec) -> DataBundle:
+    if not isinstance(data, DataBundle):
+        return load_data(data, spec.resolution, fraction=spec.data_fraction, seed=DATA_SEED)
+    if data.resolution != spec.resolution:
+        raise UserError(
+            f"{data.name}: data holds {data.resolution} px images but the proxy resolution is {spec.resolution}"
+        )
+    if data.fraction == spec.data_fraction:
+        return data
+    if data.fraction != 1.0:
+        raise UserError(
+            f"{data.name}: data loaded with fraction {data.fraction} but the proxy asks for {spec.data_fraction}"
+        )
+    x, y = data.train.tensors
+    keep = torch.from_numpy(stratified_subset(y.numpy(), spec.data_fraction, DATA_SEED))
+    train = torch.utils.data.TensorDataset(x[keep], y[keep])
+    return DataBundle(
+        train, data.val, data.num_classes, data.name, data.class_names, data.hflip, data.max_shift, spec.data_fraction
+    )
+
+
+def _nbytes(bundle: DataBundle) -> int:
+    return sum(t.numel() * t.element_size() for ds in (bundle.train, bundle.val) for t in ds.tensors)
+
+
+@contextlib.contextmanager
+def _pinned_threads(threads: int | None) -> Iterator[None]:
+    """Pin torch's intra-op threads for the call (oversubscription slows training many-fold)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _cudnn_deterministic(device: torch.device) -> Iterator[None]:
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def _progress_bar(total: int, name: str, enabled: bool):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: shown only on a terminal, so logs and pipes stay clean
+    return tqdm(total=total, desc=f"train {name}", unit="step", leave=False, disable=None, dynamic_ncols=True)
