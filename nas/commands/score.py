@@ -1,0 +1,73 @@
+"""`nas score`: a zero-cost score (synflow, NASWOT, grad-norm) of an untrained model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from search_space import resolve_config
+
+from train_proxy.zero_cost import PROXIES
+
+from ..cli_utils import positive_int, print_json, resolution_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="zero-cost score of an untrained model",
+        description="Zero-cost score of a zoo model or model config at initialisation, a cheap pre-filter "
+        "(larger is predicted better): synflow (data-free, all-ones input, |weights|), naswot "
+        "(log-determinant of the activation-pattern kernel of one batch), gradnorm (sum of gradient "
+        "norms after one cross-entropy backward pass). Deterministic for a seed.",
+    )
+    p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. cmt_s) or path to a model config YAML")
+    p.add_argument("--proxy", required=True, choices=PROXIES, help="which score")
+    p.add_argument("--resolution", type=resolution_arg, default=32, help="input side (default: 32, the proxy's)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images in the batch (default: 32)")
+    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | imagefolder:PATH (default: digits)")
+    p.add_argument("--seed", type=int, default=0, help="draws the initial weights and the batch (default: 0)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch CPU threads (default: 1; more threads than free cores slow torch down badly)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    from train_proxy.zero_cost import zero_cost_score
+
+    cfg = resolve_config(args.model)
+    start = time.perf_counter()
+    score = zero_cost_score(
+        cfg,
+        args.proxy,
+        data=args.data,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    seconds = time.perf_counter() - start
+    out = {
+        "name": cfg.name,
+        "proxy": args.proxy,
+        "score": score if math.isfinite(score) else None,  # JSON has no infinities
+        "finite": math.isfinite(score),
+        "resolution": args.resolution,
+        "batch_size": args.batch_size,
+        "data": args.data,
+        "seed": args.seed,
+        "seconds": seconds,
+    }
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{cfg.name}: {args.proxy} = {score:.6g}  (resolution {args.resolution}, batch {args.batch_size}, "
+          f"data {args.data}, seed {args.seed}, {seconds:.1f} s)")  # fmt: skip
+    return 0

@@ -1,0 +1,514 @@
+"""Latency prediction from a per-block lookup table, measured once per device and cached on disk.
+
+A network's latency is predicted as the sum of the latencies of its parts, each measured alone:
+
+    stem + sum over stages (patch embed + depth x block + stage-end norm) + head
+
+Every distinct part (a block type with all the knobs it reads, at its feature-map size; a patch
+embedding with its channels, kernel, stride and norm at its input size; the stem; the head) is an
+entry of a table. Entries are measured lazily the first time a network needs them, with the very
+timing method used for whole networks (`train_proxy.latency.time_module`), on small modules built
+from the real building blocks (`search_space.blocks`), so a search measures each distinct block
+once and then predicts in microseconds.
+
+Memory layout: ``LayerNorm2d`` (the permute trick) hands on channels_last-strided tensors, and
+convolutions and elementwise ops keep that layout, so after the first LayerNorm nearly every part
+of a network runs on NHWC-strided inputs, and the same conv is up to 3x slower or faster in one
+layout than the other. An entry is therefore keyed by the layout of its input too (``nchw`` or
+``nhwc``) and records the layout of its output; a prediction walks the network from the image's
+layout, as the real forward pass does. (Measured on the development CPU: parts timed on NCHW
+inputs ran up to 3x faster than inside the network, and predictions of 12 random networks at
+224 px came out low, median -6 %, worst -31 %; with layouts: median +3 %.)
+
+The table is keyed by the device it was measured on: device type, CPU model string or CUDA device
+name, thread count, batch size, torch version (and the channels_last / bf16 / clock options).
+Each key has its own JSON file under the cache directory:
+
+    argument ``cache_dir``  >  ``$HYBRID_NAS_CACHE/latency``  >  ``~/.cache/hybrid-nas/latency``
+
+Writes merge with what is on disk under a file lock and replace the file atomically, so several
+processes (parallel search trials) can share one table.
+
+Per-network constant: a whole-network forward also pays for the Python dispatch between parts
+(``HybridNet.forward``, the stage loops), which no entry contains; each entry's timing in turn
+contains one call of its own wrapper. The two nearly cancel; the residual is measured once per
+device as ``overhead_ms`` (a minimal network timed back to back with each of its parts, median of
+the paired differences) and added to every prediction. On the 2-core development CPU it measured
+0.0-0.4 ms against networks of 40-1000 ms, i.e. the constant is negligible there; it is kept
+because it is cheap (about a second once per device) and matters more where per-call dispatch is
+a larger share (small inputs, fast accelerators). See ``benchmarks/bench_latency_predictor.py``
+for the error against measured whole networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import statistics
+import tempfile
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from search_space import ArchConfig, StageConfig
+from search_space.blocks.heads import ClassifierHead
+from search_space.blocks.layers import LayerNorm2d
+from search_space.blocks.registry import get_block
+from search_space.blocks.stems import PatchEmbed, build_stem
+from search_space.config import HeadConfig, StemConfig
+from search_space.errors import UserError
+from search_space.space import USED_BY
+
+from .latency import device_name, pinned_threads, resolve_device, time_callable, time_module
+
+CACHE_ENV = "HYBRID_NAS_CACHE"
+TABLE_FORMAT = 2  # 2: entries keyed by input layout, with their output layout
+DEFAULT_TABLE_WARMUP = 5
+DEFAULT_TABLE_REPEATS = 20
+
+# Stage fields that never change a block's own latency (they belong to the patch embedding,
+# the stage-end norm, or multiply the block).
+_NOT_BLOCK_KNOBS = frozenset({"depth", "embed_kernel", "embed_stride", "embed_norm", "out_norm"})
+_BLOCKS_IN_USED_BY = frozenset(b for users in USED_BY.values() for b in users)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "latency"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "hybrid-nas" / "latency"
+
+
+# -- table entries --------------------------------------------------------------------------
+
+
+def _key(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"))
+
+
+def block_knobs(stage: StageConfig) -> dict[str, Any]:
+    """The stage fields a block's latency depends on.
+
+    Knobs that `search_space.space.USED_BY` says the block type ignores are dropped, so e.g. two
+    VAN stages differing only in an unused ``heads`` share one entry. A block type not named in
+    USED_BY keeps every knob (safe for newly registered blocks).
+    """
+    knobs = {}
+    for f in fields(StageConfig):
+        if f.name in _NOT_BLOCK_KNOBS:
+            continue
+        users = USED_BY.get(f.name)
+        if users is not None and stage.block in _BLOCKS_IN_USED_BY and stage.block not in users:
+            continue
+        knobs[f.name] = getattr(stage, f.name)
+    return knobs
+
+
+LAYOUTS = ("nchw", "nhwc")
+
+
+def layout_of(tensor: torch.Tensor) -> str:
+    """``nhwc`` for a channels_last-strided 4-d tensor, else ``nchw``."""
+    if tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last):
+        return "nhwc"
+    return "nchw"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One summand of a prediction: a table entry times how often the network runs it."""
+
+    name: str  # "stem", "stage2.embed", "stage2.block", "stage2.out_norm", "head"
+    entry: dict[str, Any]
+    count: int
+
+    def key(self, layout: str) -> str:
+        """The table key of this part fed an input in ``layout``."""
+        return _key({**self.entry, "layout": layout})
+
+
+def network_parts(cfg: ArchConfig, resolution: int | None = None) -> tuple[Part, ...]:
+    """The table entries of a network run at ``resolution`` (default: its own)."""
+    return _network_parts(cfg, resolution or cfg.resolution)
+
+
+@lru_cache(maxsize=4096)  # configs are frozen and hashable; a search predicts the same ones again
+def _network_parts(cfg: ArchConfig, res: int) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    channels, size = cfg.in_channels, res
+    if cfg.stem.kind != "none":
+        parts.append(Part("stem", {"part": "stem", "kind": cfg.stem.kind, "in": channels,
+                                   "out": cfg.stem.channels, "res": res}, 1))  # fmt: skip
+        channels, size = cfg.stem.channels, res // cfg.stem.stride
+    sizes, config_sizes = cfg.feature_sizes(res), cfg.feature_sizes()
+    for i, (stage, out_size, config_size) in enumerate(zip(cfg.stages, sizes, config_sizes)):
+        name = f"stage{i + 1}"
+        embed = {"part": "embed", "in": channels, "out": stage.width, "kernel": stage.embed_kernel,
+                 "stride": stage.embed_stride, "norm": stage.embed_norm, "in_size": size, "out_size": out_size}  # fmt: skip
+        parts.append(Part(f"{name}.embed", embed, 1))
+        block = {"part": "block", **block_knobs(stage), "size": out_size}
+        if get_block(stage.block).build_shared is not None:
+            block["config_size"] = config_size  # shared modules (CMT's bias) are sized for the config
+        parts.append(Part(f"{name}.block", block, stage.depth))
+        if stage.out_norm != "none":
+            parts.append(Part(f"{name}.out_norm", {"part": "out_norm", "kind": stage.out_norm,
+                                                    "width": stage.width, "size": out_size}, 1))  # fmt: skip
+        channels, size = stage.width, out_size
+    head = {"part": "head", "kind": cfg.head.kind, "in": channels, "fc_dim": cfg.head.fc_dim,
+            "classes": cfg.num_classes, "size": size}  # fmt: skip
+    parts.append(Part("head", head, 1))
+    return tuple(parts)
+
+
+class _BlockProbe(nn.Module):
+    """One block with its stage's shared module, callable like a plain layer."""
+
+    def __init__(self, block: nn.Module, shared: nn.Module | None) -> None:
+        super().__init__()
+        self.block, self.shared = block, shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x, self.shared)
+
+
+def build_entry(entry: dict[str, Any]) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The module an entry times and its input's (channels, height, width)."""
+    part = entry["part"]
+    if part == "stem":
+        module, _ = build_stem(StemConfig(entry["kind"], entry["out"]), entry["in"])
+        return module, (entry["in"], entry["res"], entry["res"])
+    if part == "embed":
+        stage = StageConfig(block="van", depth=1, width=entry["out"], embed_kernel=entry["kernel"],
+                            embed_stride=entry["stride"], embed_norm=entry["norm"])  # fmt: skip
+        return PatchEmbed(entry["in"], stage), (entry["in"], entry["in_size"], entry["in_size"])
+    if part == "block":
+        knobs = {k: v for k, v in entry.items() if k not in ("part", "size", "config_size")}
+        stage = StageConfig(depth=1, **knobs)
+        block_type = get_block(stage.block)
+        config_size = entry.get("config_size", entry["size"])
+        shared = block_type.build_shared(stage, config_size) if block_type.build_shared else None
+        return _BlockProbe(block_type.build(stage, config_size), shared), (stage.width, entry["size"], entry["size"])
+    if part == "out_norm":
+        return LayerNorm2d(entry["width"], eps=1e-6), (entry["width"], entry["size"], entry["size"])
+    if part == "head":
+        module = ClassifierHead(HeadConfig(entry["kind"], entry["fc_dim"]), entry["in"], entry["classes"])
+        return module, (entry["in"], entry["size"], entry["size"])
+    raise ValueError(f"unknown latency table entry {entry}")
+
+
+# -- the predictor --------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "device"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock next to ``path`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class LatencyPredictor:
+    """Predicted latency (ms per batch) of any `ArchConfig` from cached per-block timings.
+
+    Entries hold the median of ``repeats`` timed runs after ``warmup`` (the statistic
+    `measure_latency` reports). ``clock="cpu"`` builds a table in thread CPU time (single-threaded
+    CPU only; see `train_proxy.latency.time_callable`) to compare with measurements taken the same
+    way. ``measurements`` counts the entries this instance timed itself (cache misses); entries
+    found on disk are never re-measured.
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        threads: int = 1,
+        batch_size: int = 1,
+        cache_dir: str | Path | None = None,
+        *,
+        warmup: int = DEFAULT_TABLE_WARMUP,
+        repeats: int = DEFAULT_TABLE_REPEATS,
+        channels_last: bool = False,
+        bf16: bool = False,
+        clock: str = "wall",
+        progress: bool = False,
+    ) -> None:
+        if threads < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
+        if batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        self.dev = resolve_device(device)
+        self.threads, self.batch_size = threads, batch_size
+        self.warmup, self.repeats = warmup, repeats
+        self.channels_last = channels_last
+        self.bf16 = bf16 and self.dev.type == "cuda"
+        self.progress, self.clock = progress, clock
+        self.device_key: dict[str, Any] = {
+            "device": self.dev.type,
+            "name": device_name(self.dev),
+            "threads": threads,
+            "batch_size": batch_size,
+            "torch": torch.__version__,
+            "channels_last": channels_last,
+            "bf16": self.bf16,
+            "clock": clock,
+        }
+        digest = hashlib.sha256(_key(self.device_key).encode()).hexdigest()[:12]
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        name = f"{self.dev.type}-{_slug(self.device_key['name'])}-t{threads}-b{batch_size}-{digest}.json"
+        self.path = self.cache_dir / name
+        self.entries: dict[str, dict[str, Any]] = {}  # key -> {"ms": median, "out": output layout}
+        self.overhead: float | None = None  # per-network constant (ms)
+        self.measurements = 0
+        self._plans: dict[tuple[ArchConfig, int], tuple[tuple[str, str, int], ...]] = {}
+        self._bar: Any = None  # progress bar while ensure() measures
+        self._load()
+
+    @classmethod
+    def for_device(
+        cls,
+        device: str = "cpu",
+        threads: int = 1,
+        batch_size: int = 1,
+        cache_dir: str | Path | None = None,
+        **options: Any,
+    ) -> "LatencyPredictor":
+        return cls(device, threads, batch_size, cache_dir, **options)
+
+    # -- persistence ------------------------------------------------------------------------
+    def _read_file(self) -> tuple[dict[str, dict[str, Any]], float | None]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}, None  # missing or corrupt: (re)built from measurements, never fatal
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or data.get("key") != self.device_key:
+            return {}, None
+        entries = {}
+        for key, value in (data.get("entries") or {}).items():
+            if isinstance(value, dict) and isinstance(value.get("ms"), (int, float)) and value.get("out") in LAYOUTS:
+                entries[key] = {"ms": float(value["ms"]), "out": value["out"]}
+        overhead = data.get("overhead_ms")
+        return entries, float(overhead) if isinstance(overhead, (int, float)) else None
+
+    def _load(self) -> None:
+        entries, overhead = self._read_file()
+        self.entries.update(entries)
+        if overhead is not None:
+            self.overhead = overhead
+
+    def _save(self) -> None:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with _locked(self.path):
+                on_disk, overhead = self._read_file()  # merge what other processes measured meanwhile
+                self.entries = {**on_disk, **self.entries}
+                if self.overhead is None:
+                    self.overhead = overhead
+                payload = {
+                    "format": TABLE_FORMAT,
+                    "key": self.device_key,
+                    "timing": {"warmup": self.warmup, "repeats": self.repeats, "statistic": "median"},
+                    "overhead_ms": self.overhead,
+                    "entries": dict(sorted(self.entries.items())),
+                }
+                fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".json")
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(payload, fh, indent=1)
+                os.replace(tmp, self.path)
+        except OSError as exc:
+            raise UserError(f"cannot write the latency table cache in {self.cache_dir} ({exc.strerror})") from None
+
+    # -- measuring --------------------------------------------------------------------------
+    def measure_entry(self, part: Part, layout: str) -> dict[str, Any]:
+        """Time ``part`` on an input in ``layout``; record the median and the output's layout."""
+        with torch.random.fork_rng(devices=[]):  # building modules must not move the caller's RNG
+            torch.manual_seed(0)
+            module, shape = build_entry(part.entry)
+            x = torch.randn(self.batch_size, *shape)
+        if layout == "nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
+        times = time_module(
+            module,
+            x,
+            device=self.dev,
+            threads=self.threads,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            channels_last=self.channels_last,
+            bf16=self.bf16,
+            clock=self.clock,
+        )
+        with pinned_threads(self.threads), torch.inference_mode():
+            out = module(x.to(self.dev))
+        record = {"ms": statistics.median(times), "out": layout_of(out)}
+        self.entries[part.key(layout)] = record
+        self.measurements += 1
+        return record
+
+    def _measure_overhead(self, repeats: int = 30) -> float:
+        """Per-network dispatch that no entry contains, from a minimal 4-stage network.
+
+        Each repeat times the whole network once and then each of its parts once (the model's own
+        submodules on the real intermediate tensors), back to back, so slow drifts in the load of
+        a shared machine cancel in the paired difference. The constant is the median of
+        ``whole - sum(parts)``. It may come out slightly negative (on CUDA, every part pays its
+        own synchronisation).
+        """
+        from search_space import build_model
+
+        stages = tuple(
+            StageConfig(
+                block="van", depth=2 if i == 2 else 1, width=8, mlp_ratio=1.0, out_norm="ln" if i == 3 else "none"
+            )
+            for i in range(4)
+        )
+        tiny = ArchConfig(stages=stages, name="overhead-probe", resolution=32, num_classes=10,
+                          stem=StemConfig("conv3", 8))  # fmt: skip
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(tiny).to(self.dev).eval()
+            x = torch.randn(self.batch_size, tiny.in_channels, tiny.resolution, tiny.resolution).to(self.dev)
+        if self.channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        # Single-threaded CPU: time the probe in thread CPU time, which preemption by other
+        # processes does not inflate (their scheduler slices otherwise swamp a sub-ms difference).
+        clock = "cpu" if self.dev.type == "cpu" and self.threads == 1 else self.clock
+        with pinned_threads(self.threads), torch.inference_mode(), autocast:
+            calls = [(model.stem, x)]
+            h = model.stem(x)
+            for stage in model.stages:
+                calls.append((stage.embed, h))
+                h = stage.embed(h)
+                for block in stage.blocks:
+                    probe = _BlockProbe(block, stage.shared)
+                    calls.append((probe, h))
+                    h = probe(h)
+                calls.append((stage.out_norm, h))
+                h = stage.out_norm(h)
+            calls.append((model.head, h))
+            calls = [(m, t) for m, t in calls if not isinstance(m, nn.Identity)]  # not an entry
+            timed = [lambda: model(x)] + [lambda m=m, t=t: m(t) for m, t in calls]
+            for fn in timed:  # warm every callable up
+                time_callable(fn, dev=self.dev, warmup=self.warmup, repeats=1, clock=clock)
+            diffs = []
+            for _ in range(repeats):
+                per_call = [time_callable(fn, dev=self.dev, warmup=0, repeats=1, clock=clock)[0] for fn in timed]
+                diffs.append(per_call[0] - sum(per_call[1:]))
+        return statistics.median(diffs)
+
+    def _walk(
+        self, cfg: ArchConfig, resolution: int | None, measure: bool
+    ) -> tuple[list[tuple[str, str, int]], list[str]]:
+        """Follow the parts from the image's layout: [(part name, entry key, count)], missing keys.
+
+        Each part's input layout is the previous part's output layout (as in the real forward
+        pass). A part repeated ``depth`` times may see one layout first and another afterwards
+        (a VAN block fed NCHW outputs NCHW; after a LayerNorm everything is NHWC). With
+        ``measure``, missing entries are timed on the way; without, the walk assumes a missing
+        entry keeps its input's layout (used to list what a prediction would measure).
+        """
+        layout = "nhwc" if self.channels_last else "nchw"
+        plan: list[tuple[str, str, int]] = []
+        missing: list[str] = []
+        for part in network_parts(cfg, resolution):
+            remaining = part.count
+            while remaining:
+                key = part.key(layout)
+                record = self.entries.get(key)
+                if record is None:
+                    if not measure:
+                        if key not in missing:
+                            missing.append(key)
+                        plan.append((part.name, key, remaining))
+                        break
+                    record = self.measure_entry(part, layout)
+                    if self._bar is not None:
+                        self._bar.update(1)
+                steady = record["out"] == layout  # later repeats see the same layout again
+                plan.append((part.name, key, remaining if steady else 1))
+                remaining = 0 if steady else remaining - 1
+                layout = record["out"]
+        return plan, missing
+
+    def missing(self, cfg: ArchConfig, resolution: int | None = None) -> list[str]:
+        """Table keys a prediction of ``cfg`` would still have to measure (each once)."""
+        return self._walk(cfg, resolution, measure=False)[1]
+
+    def ensure(self, cfg: ArchConfig, resolution: int | None = None) -> int:
+        """Measure and cache whatever ``cfg`` needs; returns how many entries were measured."""
+        todo = len(self.missing(cfg, resolution))
+        need_overhead = self.overhead is None
+        if not todo and not need_overhead:
+            return 0
+        before = self.measurements
+        if self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=todo + need_overhead, desc="latency table", unit="entry", leave=False)
+        try:
+            self._walk(cfg, resolution, measure=True)
+            if need_overhead:
+                self.overhead = self._measure_overhead()
+                if self._bar is not None:
+                    self._bar.update(1)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = None
+        self._save()
+        return self.measurements - before
+
+    # -- predicting -------------------------------------------------------------------------
+    @property
+    def overhead_ms(self) -> float:
+        return self.overhead or 0.0
+
+    def _plan(self, cfg: ArchConfig, resolution: int | None) -> tuple[tuple[str, str, int], ...]:
+        res = resolution or cfg.resolution
+        plan = self._plans.get((cfg, res))
+        if plan is None:
+            self.ensure(cfg, res)
+            plan = tuple(self._walk(cfg, res, measure=True)[0])
+            self._plans[(cfg, res)] = plan  # entries never change once measured
+        return plan
+
+    def breakdown(self, cfg: ArchConfig, resolution: int | None = None) -> list[tuple[str, float]]:
+        """Predicted ms per part (a repeated part's entries summed), plus the per-network ``overhead``."""
+        rows: dict[str, float] = {}
+        for name, key, count in self._plan(cfg, resolution):
+            rows[name] = rows.get(name, 0.0) + self.entries[key]["ms"] * count
+        return [*rows.items(), ("overhead", self.overhead_ms)]
+
+    def predict(self, cfg: ArchConfig, resolution: int | None = None) -> float:
+        """Predicted milliseconds per forward pass of one batch at ``resolution`` (default: cfg's)."""
+        if not isinstance(cfg, ArchConfig):
+            raise TypeError(f"predict() takes an ArchConfig, got {type(cfg).__name__}")
+        plan = self._plan(cfg, resolution)
+        return sum(self.entries[key]["ms"] * count for _, key, count in plan) + self.overhead_ms
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencyPredictor({self.device_key['device']}, {self.device_key['name']!r}, threads={self.threads}, "
+            f"batch={self.batch_size}, entries={len(self)}, cache={self.path})"
+        )
