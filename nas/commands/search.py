@@ -1,0 +1,90 @@
+"""`nas search`: Ray-distributed Optuna search under MAC ("FLOPs"), params and latency budgets."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from ..cli_utils import non_negative_int, positive_int, resolution_arg
+from ..search import settings as S
+
+DEFAULTS = textwrap.fill(
+    f"Defaults ({S.DEFAULT_TRIALS} trials of up to {S.DEFAULT_EPOCHS} epochs at {S.DEFAULT_PROXY_RESOLUTION} px, "
+    f"proxy width x{S.DEFAULT_PROXY_WIDTH:g}, on {S.DEFAULT_DATA_FRACTION:g} of the bundled digits data, one trial per "
+    "CPU) finish in under 10 minutes on 2 CPU cores. Scale up with --trials/--epochs/--proxy-resolution/--proxy-width, "
+    "real data (--data cifar10:PATH or imagefolder:PATH), a GPU (used automatically when Ray sees one), or a cluster "
+    "(--address HOST:PORT of `ray start --head`).",
+    width=98,
+)
+
+DESCRIPTION = f"""\
+Search the hybrid VAN/CMT/ACmix space for architectures that fit a budget, training each candidate
+as a cheap proxy (low resolution, few epochs) with Ray Tune (ASHA early stopping) and Optuna.
+
+FLOPs means multiply-accumulates (MACs), as in the VAN and CMT papers (CMT-S: 4.0 G at 224 px).
+The budget applies to the architecture at the space's deploy resolution (224 px for the default
+space); the proxy trains at --proxy-resolution on the data's classes. Candidates over a budget are
+rejected when sampled and never trained; repeated architectures are not trained twice.
+
+{DEFAULTS}
+
+Everything lands in RUN_DIR: the Optuna journal, Ray Tune state, per-trial metrics, and
+pareto/*.yaml configs (+ .md cards) that `nas profile` and `build_model` accept."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="search architectures under a FLOPs (MACs) / params / latency budget",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("budgets (FLOPs = multiply-accumulates, MACs)")
+    g.add_argument("--budget", metavar="MACS",
+                   help="MAC budget at deploy resolution: 4GFLOPs, 4G, 600MFLOPs, 4e9, 4000000000 "
+                        "(required for a new run)")  # fmt: skip
+    g.add_argument("--params", metavar="N", help="parameter limit: 30M, 2.5M, 3e7")
+    g.add_argument("--latency-ms", metavar="MS", help="latency limit (batch 1, one thread), predicted per block")
+    g.add_argument("--device", choices=S.DEVICES, help="latency device (default cpu)")
+    o = p.add_argument_group("search")
+    o.add_argument("--objectives", metavar="LIST",
+                   help="acc | acc,macs | acc,latency | acc,macs,latency (default acc,macs)")  # fmt: skip
+    o.add_argument("--sampler", choices=S.SAMPLERS, help=f"Optuna sampler (default {S.DEFAULT_SAMPLER})")
+    o.add_argument("--trials", type=positive_int,
+                   help=f"architectures to train (default {S.DEFAULT_TRIALS}); infeasible and duplicate "
+                        "candidates are free and do not count")  # fmt: skip
+    o.add_argument("--space", metavar="SPACE.yaml", help="search space YAML (default: the packaged space)")
+    o.add_argument("--seed", type=non_negative_int, help="sampler and data seed (default 0)")
+    t = p.add_argument_group("proxy training")
+    t.add_argument("--epochs", type=positive_int, help=f"proxy epochs per trial (default {S.DEFAULT_EPOCHS})")
+    t.add_argument("--proxy-resolution", type=resolution_arg,
+                   help=f"proxy training resolution, a multiple of 32 (default {S.DEFAULT_PROXY_RESOLUTION})")  # fmt: skip
+    t.add_argument("--proxy-width", metavar="W",
+                   help=f"width multiplier of the proxy model (default {S.DEFAULT_PROXY_WIDTH:g}; 1 trains the real widths)")  # fmt: skip
+    t.add_argument("--batch-size", type=positive_int, help=f"proxy batch size (default {S.DEFAULT_BATCH_SIZE})")
+    t.add_argument("--data-fraction", metavar="F", help=f"fraction of the training data (default {S.DEFAULT_DATA_FRACTION:g})")
+    t.add_argument("--data", metavar="SPEC", help="digits (default, bundled) | cifar10:PATH | imagefolder:PATH")
+    r = p.add_argument_group("resources and run directory")
+    r.add_argument("--concurrency", type=positive_int, help="trials at a time (default: one per CPU of the cluster)")
+    r.add_argument("--threads", type=positive_int, help="CPU threads per trial (default: CPUs / concurrency)")
+    r.add_argument("--max-failures", type=non_negative_int,
+                   help=f"retries of a trial that raised or lost its worker (default {S.DEFAULT_MAX_FAILURES})")  # fmt: skip
+    r.add_argument("--address", metavar="HOST:PORT", help="join an existing Ray cluster (default: start Ray locally)")
+    r.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/search-<timestamp>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out to the requested --trials (its other settings are kept)")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..search.runner import prepare
+    from ..search.runner import run as run_search
+
+    plan = prepare(args)  # every check that can fail on user input, before anything is written
+    # Not a terminal (a log, CI): wide enough that the Pareto table is never cut.
+    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(soft_wrap=True, width=200)
+    return run_search(plan, out, err)
