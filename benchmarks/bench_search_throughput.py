@@ -17,7 +17,10 @@ pays for starting its Ray worker, reported separately).
 
     python benchmarks/bench_search_throughput.py [--n 6] [--epochs 1] [--budget 2G]
 
-Wall-clock figures are only meaningful on an otherwise idle machine: the load average is printed.
+Wall-clock figures are only meaningful on an otherwise idle machine: the load average is printed,
+and ``--wait-idle MIN`` waits up to MIN minutes for the CPUs to be >= 90% idle before starting.
+Ray's trial workers run at nice 0 here (Ray's default is 15) so that bare and engine trainings
+compete equally with anything else that does run.
 """
 
 from __future__ import annotations
@@ -118,6 +121,26 @@ def engine_times(space: SearchSpace, work: list[dict], s: SearchSettings, concur
     return wall, per_trial
 
 
+def cpu_idle_fraction(seconds: float = 5.0) -> float:
+    def snapshot() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    idle0, total0 = snapshot()
+    time.sleep(seconds)
+    idle1, total1 = snapshot()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_idle(minutes: float) -> float:
+    deadline = time.monotonic() + minutes * 60
+    idle = cpu_idle_fraction()
+    while idle < 0.9 and time.monotonic() < deadline:
+        idle = cpu_idle_fraction()
+    return idle
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="architectures (default 6)")
@@ -126,7 +149,10 @@ def main() -> None:
     ap.add_argument("--proxy-width", type=float, default=0.5)
     ap.add_argument("--data-fraction", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="MIN", help="wait for an idle machine (minutes)")
     args = ap.parse_args()
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    idle = wait_idle(args.wait_idle) if args.wait_idle > 0 else cpu_idle_fraction(1.0)
     torch.set_num_threads(1)
     import warnings
 
@@ -141,7 +167,7 @@ def main() -> None:
     macs = [analytic_cost(space.suggest(_Fixed(p))).macs for p in work]
     print(f"work: {args.n} architectures ({', '.join(format_macs(m).replace(' ', '') for m in macs)} MACs at 224 px), "
           f"{args.epochs} epoch(s) at {s.proxy_resolution} px, width x{s.proxy_width:g}, data fraction {s.data_fraction:g}, "
-          f"1 thread per training; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"1 thread per training; {os.cpu_count()} CPUs, {idle:.0%} idle at start, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
 
     bare = bare_times(space, work, s)
     print(f"bare train_proxy: total {sum(bare):.1f}s, median per trial {statistics.median(bare):.2f}s")
@@ -163,7 +189,8 @@ def main() -> None:
           f"throughput {len(work) / wall1 * 60:.2f} trials/min")  # fmt: skip
     print(f"engine, concurrency 2: total {wall2:.1f}s, median per trial {statistics.median(per2.values()):.2f}s, "
           f"throughput {len(work) / wall2 * 60:.2f} trials/min")  # fmt: skip
-    print(f"throughput ratio, 2 concurrent vs 1: {wall1 / wall2:.2f}x (goal >= 1.8x on 2 cores)")
+    print(f"throughput ratio, 2 concurrent vs 1: {wall1 / wall2:.2f}x (goal >= 1.8x on 2 cores); "
+          f"load average at the end {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"per-trial engine overhead vs bare (concurrency 1): median {statistics.median(overhead[1:]):.2f}s "
           f"({statistics.median(per1[n] / bare[n] for n in numbers[1:]):.3f}x bare), first trial (worker start) "
           f"{overhead[0]:.2f}s; whole run {wall1 / sum(bare):.3f}x bare")  # fmt: skip

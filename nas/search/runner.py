@@ -32,8 +32,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search_space import SearchSpace
 from search_space.errors import UserError
 
@@ -79,11 +77,8 @@ def prepare(args: argparse.Namespace) -> Plan:
     if args.resume:
         stored = run_dir.check_resumable()
         settings = resumed_settings(stored["settings"], args)
-        try:
-            space_text = run_dir.space_yaml.read_text()
-        except OSError:
-            raise UserError(f"{run_dir.space_yaml}: missing; the run directory is incomplete") from None
-        space = SearchSpace.from_dict(yaml.safe_load(space_text), str(run_dir.space_yaml))
+        space = SearchSpace.load(run_dir.space_yaml)  # the run's own copy: one-line errors if damaged
+        space_text = run_dir.space_yaml.read_text()
     else:
         settings = new_settings(args)
         space = load_space(settings.space)

@@ -12,6 +12,7 @@ import argparse
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from search_space import SearchSpace, analytic_cost
@@ -174,7 +175,7 @@ def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.proxy_width is not None:
         given["proxy_width"] = parse_width(args.proxy_width)
     if args.space is not None:
-        given["space"] = str(args.space)
+        given["space"] = str(Path(args.space).resolve())  # recorded absolute: a resume may run elsewhere
     for name in ("device", "sampler", "trials", "epochs", "proxy_resolution", "concurrency", "seed", "data",
                  "batch_size", "max_failures", "threads"):  # fmt: skip
         value = getattr(args, name)
