@@ -15,7 +15,7 @@ on 2 cores), and the engine's per-trial overhead against bare training (median o
 time minus the same architecture's bare time at concurrency 1; the first trial of each run also
 pays for starting its Ray worker, reported separately).
 
-    python benchmarks/bench_search_throughput.py [--n 6] [--epochs 1] [--budget 2G]
+    python benchmarks/bench_search_throughput.py [--n 12] [--epochs 2] [--budget 2G] [--wait-idle 30]
 
 Wall-clock figures are only meaningful on an otherwise idle machine: the load average is printed,
 and ``--wait-idle MIN`` waits up to MIN minutes for the CPUs to be >= 90% idle before starting.
@@ -74,6 +74,41 @@ def bare_times(space: SearchSpace, work: list[dict], s: SearchSettings) -> list[
     return times
 
 
+_POOL_STATE: dict = {}
+
+
+def _pool_init(space: SearchSpace, s: SearchSettings) -> None:
+    torch.set_num_threads(1)
+    _POOL_STATE["space"] = space
+    _POOL_STATE["settings"] = s
+    _POOL_STATE["data"] = load_data(s.data, s.proxy_resolution, fraction=s.data_fraction, seed=s.seed)
+
+
+def _pool_train(item: tuple[int, dict]) -> float:
+    number, p = item
+    s = _POOL_STATE["settings"]
+    cfg = _POOL_STATE["space"].suggest(_Fixed(p))
+    spec = ProxySpec(resolution=s.proxy_resolution, epochs=s.epochs, batch_size=s.batch_size,
+                     data_fraction=s.data_fraction, width_multiplier=s.proxy_width,
+                     seed=trial_seed(s.seed, number), threads=1)  # fmt: skip
+    start = time.perf_counter()
+    train_proxy(cfg, spec, _POOL_STATE["data"])
+    return time.perf_counter() - start
+
+
+def bare_pair_wall(space: SearchSpace, work: list[dict], s: SearchSettings) -> tuple[float, list[float]]:
+    """The machine's own ceiling: the same work in two plain processes (no Ray, no Optuna), each
+    taking the next architecture when it is free. Returns (wall seconds, per-training seconds)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2, initializer=_pool_init, initargs=(space, s)) as pool:
+        pool.map(_pool_train, [(0, work[0])] * 2)  # warm both processes (imports, data) off the clock
+        start = time.perf_counter()
+        times = list(pool.imap_unordered(_pool_train, list(enumerate(work))))
+        return time.perf_counter() - start, times
+
+
 class _Fixed:
     """A chooser replaying recorded choices (what an enqueued Optuna trial does)."""
 
@@ -87,7 +122,9 @@ class _Fixed:
         return self.params[name]
 
 
-def engine_times(space: SearchSpace, work: list[dict], s: SearchSettings, concurrency: int, root: Path) -> tuple[float, dict[int, float]]:
+def engine_times(
+    space: SearchSpace, work: list[dict], s: SearchSettings, concurrency: int, root: Path
+) -> tuple[float, dict[int, float], dict[int, float]]:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -101,10 +138,13 @@ def engine_times(space: SearchSpace, work: list[dict], s: SearchSettings, concur
         study.enqueue_trial(p)
     started: dict[int, float] = {}
     per_trial: dict[int, float] = {}
+    inside: dict[int, float] = {}  # seconds train_proxy itself reported (its last epoch's "seconds")
 
     def listener(event: str, info: dict) -> None:
         if event == "start":
             started[info["number"]] = time.perf_counter()
+        elif event == "epoch":
+            inside[info["number"]] = float(info.get("seconds", 0.0))
         elif event in ("complete", "pruned", "failed") and info["number"] in started:
             per_trial[info["number"]] = time.perf_counter() - started[info["number"]]
 
@@ -118,7 +158,7 @@ def engine_times(space: SearchSpace, work: list[dict], s: SearchSettings, concur
     failed = [t.number for t in study.trials if t.user_attrs.get("status") != "complete"]
     if failed:
         sys.exit(f"trials did not complete: {failed}")
-    return wall, per_trial
+    return wall, per_trial, inside
 
 
 def cpu_idle_fraction(seconds: float = 5.0) -> float:
@@ -143,8 +183,8 @@ def wait_idle(minutes: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=6, help="architectures (default 6)")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--n", type=int, default=12, help="architectures (default 12)")
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--budget", default="2G", help="MAC budget the architectures are sampled under")
     ap.add_argument("--proxy-width", type=float, default=0.5)
     ap.add_argument("--data-fraction", type=float, default=0.25)
@@ -171,14 +211,18 @@ def main() -> None:
 
     bare = bare_times(space, work, s)
     print(f"bare train_proxy: total {sum(bare):.1f}s, median per trial {statistics.median(bare):.2f}s")
+    pair_wall, pair_times = bare_pair_wall(space, work, s)
+    print(f"bare, 2 plain processes side by side: total {pair_wall:.1f}s, median per trial "
+          f"{statistics.median(pair_times):.2f}s; the machine's own ceiling {sum(bare) / pair_wall:.2f}x, "
+          f"per-trial time side by side vs alone {statistics.median(pair_times) / statistics.median(bare):.3f}x")  # fmt: skip
 
     t0 = time.perf_counter()
     start_ray(None)
     print(f"ray start: {time.perf_counter() - t0:.1f}s (once per search)")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
-            wall1, per1 = engine_times(space, work, s, 1, Path(tmp))
-            wall2, per2 = engine_times(space, work, s, 2, Path(tmp))
+            wall1, per1, inside1 = engine_times(space, work, s, 1, Path(tmp))
+            wall2, per2, _ = engine_times(space, work, s, 2, Path(tmp))
     finally:
         import ray
 
@@ -190,10 +234,16 @@ def main() -> None:
     print(f"engine, concurrency 2: total {wall2:.1f}s, median per trial {statistics.median(per2.values()):.2f}s, "
           f"throughput {len(work) / wall2 * 60:.2f} trials/min")  # fmt: skip
     print(f"throughput ratio, 2 concurrent vs 1: {wall1 / wall2:.2f}x (goal >= 1.8x on 2 cores); "
+          f"per-trial time side by side vs alone: {statistics.median(per2.values()) / statistics.median(per1.values()):.3f}x; "
           f"load average at the end {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"engine's share of the machine's ceiling: {(wall1 / wall2) / (sum(bare) / pair_wall):.3f} "
+          f"(engine ratio {wall1 / wall2:.2f}x / plain-process ratio {sum(bare) / pair_wall:.2f}x)")  # fmt: skip
     print(f"per-trial engine overhead vs bare (concurrency 1): median {statistics.median(overhead[1:]):.2f}s "
           f"({statistics.median(per1[n] / bare[n] for n in numbers[1:]):.3f}x bare), first trial (worker start) "
           f"{overhead[0]:.2f}s; whole run {wall1 / sum(bare):.3f}x bare")  # fmt: skip
+    outside = [per1[n] - inside1[n] for n in numbers[1:]]
+    print(f"engine time outside train_proxy per trial (scheduling, actor reuse, data cache, Optuna ask/tell, "
+          f"journal and trial files): median {statistics.median(outside):.2f}s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,19 +27,7 @@ import time
 from pathlib import Path
 
 from nas.units import parse_macs
-
-
-def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float] = (1.0, 1.0)) -> float:
-    """2-D hypervolume by a sweep over x: each point adds the rectangle not yet covered."""
-    front: list[tuple[float, float]] = []
-    for x, y in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
-        if not front or y < front[-1][1]:
-            front.append((x, y))
-    area = 0.0
-    for i, (x, y) in enumerate(front):
-        next_x = front[i + 1][0] if i + 1 < len(front) else ref[0]
-        area += (next_x - x) * (ref[1] - y)
-    return area
+from results.pareto import hypervolume
 
 
 def run_search(sampler: str, seed: int, args: argparse.Namespace, root: Path) -> tuple[float, int, float]:
@@ -48,7 +36,7 @@ def run_search(sampler: str, seed: int, args: argparse.Namespace, root: Path) ->
            "--sampler", sampler, "--seed", str(seed), "--trials", str(args.trials), "--epochs", str(args.epochs),
            "--proxy-width", str(args.proxy_width), "--data-fraction", str(args.data_fraction), "--out", str(out)]  # fmt: skip
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -64,7 +52,7 @@ def run_search(sampler: str, seed: int, args: argparse.Namespace, root: Path) ->
         if t.user_attrs.get("status") == "complete"
     ]
     infeasible = sum(t.user_attrs.get("status") == "infeasible" for t in study.trials)
-    return hypervolume_2d(points, (1.0, 1.0)), infeasible, wall
+    return hypervolume(points, (1.0, 1.0), ("minimize", "minimize")), infeasible, wall
 
 
 def main() -> None:

@@ -262,9 +262,7 @@ SUBPROCESS_CASES = [
     ("nas", "search --budget 4GFLOP --out {ws}/new", ("4GFLOP",)),
     ("nas", "search --budget 4G --space {ws}/evil.yaml --out {ws}/new", ("python/object",)),
     ("nas", "search --resume --out {ws}/run --budget 2G", ("--budget", "differs")),
-    ("nas", "profile {ws}/evil_nested.yaml", ("python/object",)),
     ("scaling", "expand --config cmt_s --phi 40", ("absurd",)),
-    ("scaling", "family --config {ws}/evil_new.yaml --out {ws}/fam", ("python/object",)),
 ]
 
 

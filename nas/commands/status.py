@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['run_dir']}: {report['status']}  (budget {budget} MACs, sampler {report['sampler']}, "
           f"objectives {','.join(report['objectives'] or [])})")  # fmt: skip
     print(f"trained {report['trained']}/{report['trials_requested']}: complete {report['complete']}, "
-          f"pruned {report['pruned']}, failed {report['failed']}, running {report['running']}; "
+          f"pruned {report['pruned']}, failed {report['failed']}"
+          + (f" ({report['interrupted']} interrupted by a killed search, re-queued)" if report["interrupted"] else "")
+          + f", running {report['running']}; "
           f"infeasible {report['infeasible']} (never trained), duplicate {report['duplicate']}; "
           f"total {report['total']}")  # fmt: skip
     if report["best"]:

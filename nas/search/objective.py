@@ -5,9 +5,11 @@ data set in a per-process cache and pins torch's thread count to the trial's CPU
 (oversubscribed CPU threads made a model 60x slower on this class of machine).
 
 Reports (``ray.tune.report``), one per epoch: ``epoch``, ``val_acc``, ``train_loss``,
-``seconds`` (since the training started), ``epoch_seconds`` and ``node_id``. A training that ends with a non-finite loss reports one last row with
-``status: failed`` and its ``failure_reason``; an exception is reported the same way and then
-re-raised, so Ray retries the trial up to ``--max-failures`` times and the searcher knows why.
+``seconds`` (since the training started), ``epoch_seconds`` and ``node_id``. A training that
+ends with a non-finite loss reports one last row with ``status: failed`` and its
+``failure_reason`` (not retried: the trial's seed is fixed, a retry would replay it); an
+exception, or running out of memory, is reported the same way and then raised, so Ray retries the
+trial up to ``--max-failures`` times and the searcher knows why.
 """
 
 from __future__ import annotations
@@ -49,14 +51,18 @@ def proxy_spec(settings: dict[str, Any], seed: int, threads: int) -> Any:
     )
 
 
-def search_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Ray Tune function trainable. ``config`` comes from `NasSearcher.suggest`."""
+def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[str, Any] | None = None) -> None:
+    """Ray Tune function trainable. ``config`` comes from `NasSearcher.suggest`; ``hooks`` are the
+    testing hooks of `faults` (empty in normal use)."""
     import torch
     from ray import tune
 
     from search_space import ArchConfig
     from search_space.transforms import with_classes
     from train_proxy.trainer import train_proxy
+
+    from . import faults
+    from .run_dir import arch_hash
 
     threads = int(config["threads"])
     torch.set_num_threads(threads)
@@ -78,10 +84,20 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
             }
         )
 
+    hooks = hooks or {}
+    number = int(config["number"])
     try:
+        arch = ArchConfig.from_dict(config["config"])
+        attempt = faults.start_attempt(hooks, number, arch_hash(arch), node_id)
         data = load_cached_data(settings["data"], settings["proxy_resolution"], settings["data_fraction"], settings["seed"])
-        cfg = with_classes(ArchConfig.from_dict(config["config"]), data.num_classes)
+        data = faults.before_training(hooks, number, attempt, data)
+        cfg = with_classes(arch, data.num_classes)
         result = train_proxy(cfg, proxy_spec(settings, int(config["seed"]), threads), data, on_epoch)
+        if result.status == "failed" and (result.failure_reason or "").startswith("out of memory"):
+            # Raised, not reported: memory may be free on a retry (trials share a GPU), so Ray
+            # retries it up to --max-failures times. A non-finite loss is a result: the trial's
+            # seed is fixed, so a retry would replay it.
+            raise torch.OutOfMemoryError(result.failure_reason)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         tune.report({"epoch": last_epoch, "val_acc": last_acc, "status": "failed", "failure_reason": reason,

@@ -430,10 +430,11 @@ def run_tune(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from .faults import hooks_from_env
     from .objective import search_trial
 
     trainable = tune.with_resources(
-        tune.with_parameters(search_trial, settings=s.to_json()),
+        tune.with_parameters(search_trial, settings=s.to_json(), hooks=hooks_from_env()),
         resources={"cpu": res.threads, "gpu": res.gpus_per_trial},
     )
     # ASHA gets its own metric and mode (the searcher's are not passed down), per-epoch val_acc.

@@ -43,6 +43,7 @@ from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.errors import UserError
 
 from ..units import format_count, format_macs
+from .faults import DriverFaults
 from .run_dir import RunDir, arch_hash, counts_as_trained
 from .settings import SearchSettings
 
@@ -147,6 +148,7 @@ class NasSearcher(OptunaSearch):
         self.outcomes: dict[int, tuple[TrialState, Any, dict[str, Any]]] = {}  # number -> state, values, attrs
         self.skips_in_a_row = 0
         self.exhausted = False
+        self.faults = DriverFaults()  # testing hooks; inert unless HYBRID_NAS_FAULT asks
         self._index_study()
 
     # -- state from the study (resume) ---------------------------------------------------
@@ -214,6 +216,7 @@ class NasSearcher(OptunaSearch):
         for _ in range(MAX_CONSECUTIVE_SKIPS):
             ot_trial = self.study.ask()
             cand: Candidate = self._define(ot_trial)["candidate"]
+            self.faults.after_sample(cand.number)
             if cand.error is None and cand.feasible and cand.duplicate_of is None:
                 self.skips_in_a_row = 0
                 self._ot_trials[trial_id] = ot_trial
@@ -436,8 +439,11 @@ class NasSearcher(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         import json
 
-        with open(checkpoint_path, "w") as fh:
-            json.dump({"live_numbers": [lv.candidate.number for lv in self.live.values()], "time": time.time()}, fh)
+        state = {"live_numbers": [lv.candidate.number for lv in self.live.values()], "time": time.time()}
+        payload = json.dumps(state).encode()
+        if not self.faults.during_checkpoint(checkpoint_path, payload):
+            with open(checkpoint_path, "wb") as fh:
+                fh.write(payload)
 
     def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored (see runner)
         pass
