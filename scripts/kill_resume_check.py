@@ -1,10 +1,10 @@
 """Kill `nas search` with SIGKILL at random moments, resume it each time, and check nothing is lost.
 
-    python scripts/kill_resume_check.py [--kills 5] [--trials 12] [--seed 0] [--keep DIR]
+    python scripts/kill_resume_check.py [--kills 5] [--trials 24] [--seed 0] [--min-delay 1] [--max-delay 8] [--keep DIR]
 
 A soak test beside the deterministic ones in ``tests/test_reliability.py``: one run on a tiny space
-is started, killed (the whole process group) at a random moment between 8 s and 40 s after each
-(re)start, and resumed, ``--kills`` times; then it is resumed to the end. After every kill it
+is started, killed (the whole process group) at a random moment between ``--min-delay`` and
+``--max-delay`` seconds after each (re)start's first training began, and resumed, ``--kills`` times; then it is resumed to the end. After every kill it
 checks that each trial finished before the kill keeps its state and values, and at the end that no
 trial is RUNNING, the requested count was trained, no architecture was trained twice (the
 ``HYBRID_NAS_TRAIN_LOG`` testing hook records every training start) and that ``nas status`` adds
@@ -44,8 +44,10 @@ from fault_helpers import (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-delay", type=float, default=1.0, help="seconds after the first training (default 1)")
+    parser.add_argument("--max-delay", type=float, default=8.0, help="(default 8)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -62,8 +64,12 @@ def main() -> int:
         for k in range(args.kills):
             argv = search_args(run, space, trials=args.trials, epochs=2, concurrency=2) if k == 0 else \
                 ["search", "--resume", "--out", str(run)]  # fmt: skip
+            trainings_before = len(train_log(log))
             proc = start_cli(nas_cmd(*argv), env, work / f"search{k}.log")
-            delay = rng.uniform(8, 40)
+            # the clock starts at this search's first training (Ray's start-up varies with load)
+            while len(train_log(log)) == trainings_before and proc.poll() is None:
+                time.sleep(0.1)
+            delay = rng.uniform(args.min_delay, args.max_delay)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.1)
@@ -80,7 +86,7 @@ def main() -> int:
             before = snapshot(run, work / f"snap{k}") if (run / "study.journal").exists() else {}
             report = status_json(run) if (run / "run.json").exists() else {}
             running = {n for n, t in before.items() if t.state.name == "RUNNING"}
-            print(f"kill {k + 1} at {delay:4.1f}s: {sum(trained(t) for t in before.values())} trained, "
+            print(f"kill {k + 1} {delay:4.1f}s after the first training: {sum(trained(t) for t in before.values())} trained, "
                   f"running {sorted(running)}, processes gone in {time.monotonic() - t0:.1f}s, "
                   f"status says {report.get('status')}")  # fmt: skip
             for n, t in previous.items():
