@@ -15,7 +15,7 @@ on 2 cores), and the engine's per-trial overhead against bare training (median o
 time minus the same architecture's bare time at concurrency 1; the first trial of each run also
 pays for starting its Ray worker, reported separately).
 
-    python benchmarks/bench_search_throughput.py [--n 12] [--epochs 2] [--budget 2G] [--wait-idle 30]
+    python benchmarks/bench_search_throughput.py [--n 24] [--epochs 1] [--budget 2G] [--wait-idle 30]
 
 Wall-clock figures are only meaningful on an otherwise idle machine: the load average is printed,
 and ``--wait-idle MIN`` waits up to MIN minutes for the CPUs to be >= 90% idle before starting.
@@ -183,8 +183,8 @@ def wait_idle(minutes: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=12, help="architectures (default 12)")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--n", type=int, default=24, help="architectures (default 24: enough that the last trial's tail matters little)")
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--budget", default="2G", help="MAC budget the architectures are sampled under")
     ap.add_argument("--proxy-width", type=float, default=0.5)
     ap.add_argument("--data-fraction", type=float, default=0.25)
