@@ -50,10 +50,15 @@ def test_trial_faults_raise_per_attempt_and_poison_data(tmp_path: Path) -> None:
     log = tmp_path / "train.jsonl"
     hooks = {"fault": "raise@trial:1,flaky@trial:2,oom@trial:3,nan@trial:4", "train_log": str(log)}
     bundle = _bundle()
+    from nas.search.run_dir import arch_hash
+    from tiny_config import make_tiny_cfg
+
+    arch = make_tiny_cfg()
     for attempt in (1, 2):
-        assert faults.start_attempt(hooks, 2, "h2", None) == attempt
+        assert faults.start_attempt(hooks, 2, arch, None) == attempt
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(r["number"], r["attempt"], r["arch_hash"]) for r in rows] == [(2, 1, "h2"), (2, 2, "h2")]
+    h = arch_hash(arch)
+    assert [(r["number"], r["attempt"], r["arch_hash"]) for r in rows] == [(2, 1, h), (2, 2, h)]
     with pytest.raises(RuntimeError, match="injected failure of trial 1"):
         faults.before_training(hooks, 1, 3, bundle)
     with pytest.raises(RuntimeError, match="attempt 1"):

@@ -12,6 +12,7 @@ from torch import nn
 
 from nas.cli import main
 from search_space.errors import UserError
+from tiny_config import make_tiny_cfg
 from train_proxy.latency import measure_latency, percentile
 from train_proxy.latency_table import (
     CACHE_ENV,
@@ -33,21 +34,7 @@ def table_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg():
-    from search_space import ArchConfig, HeadConfig, StageConfig, StemConfig
-
-    return ArchConfig(
-        name="tiny",
-        resolution=64,
-        num_classes=10,
-        stem=StemConfig("conv3", 8),
-        head=HeadConfig("linear", 0, 0.0),
-        stages=(
-            StageConfig("van", 1, 16, mlp_ratio=2.0),
-            StageConfig("cmt", 1, 16, heads=2, kv_reduction=2, mlp_ratio=2.0),
-            StageConfig("acmix", 1, 32, heads=2, mlp_ratio=2.0, attn_kernel=3, channel_attention="se"),
-            StageConfig("cmt", 1, 32, heads=4, kv_reduction=1, mlp_ratio=2.0, channel_attention="eca"),
-        ),
-    )
+    return make_tiny_cfg()  # the conftest's tiny_cfg, built once for the module
 
 
 @pytest.fixture(scope="module")

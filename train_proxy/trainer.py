@@ -36,6 +36,7 @@ from search_space.errors import ConfigError, UserError
 from search_space.transforms import scale_widths, with_classes
 
 from .data import DataBundle, load_data, stratified_subset
+from .latency import pinned_threads
 
 DATA_SEED = 0  # the train subset (data_fraction) is the same for every training seed
 EVAL_BATCH = 256
@@ -155,7 +156,9 @@ def train_proxy(
     """
     bundle = _resolve_data(data, spec)
     device = resolve_device(spec.device)
-    with _pinned_threads(spec.threads), _cudnn_deterministic(device):
+    # pinned: oversubscribed CPU threads slow training many-fold
+    threads = contextlib.nullcontext() if spec.threads is None else pinned_threads(spec.threads)
+    with threads, _cudnn_deterministic(device):
         return _Run(cfg, spec, bundle, device, on_epoch, progress).train()
 
 
@@ -393,20 +396,6 @@ def _resolve_data(data: str | DataBundle, spec: ProxySpec) -> DataBundle:
 
 def _nbytes(bundle: DataBundle) -> int:
     return sum(t.numel() * t.element_size() for ds in (bundle.train, bundle.val) for t in ds.tensors)
-
-
-@contextlib.contextmanager
-def _pinned_threads(threads: int | None) -> Iterator[None]:
-    """Pin torch's intra-op threads for the call (oversubscription slows training many-fold)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

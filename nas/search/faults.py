@@ -117,13 +117,15 @@ def _previous_attempts(log: str | None, number: int) -> int:
     return _attempts_here.get(number, 0)
 
 
-def start_attempt(hooks: dict[str, Any], number: int, arch_hash: str, node_id: str | None) -> int:
-    """Log the attempt (when asked) and return its 1-based index."""
+def start_attempt(hooks: dict[str, Any], number: int, arch: Any, node_id: str | None) -> int:
+    """Log the attempt of training ``arch`` (an ArchConfig; when asked) and return its 1-based index."""
     log = hooks.get("train_log")
     attempt = _previous_attempts(log, number) + 1
     _attempts_here[number] = attempt
     if log:
-        row = {"number": number, "attempt": attempt, "arch_hash": arch_hash, "node_id": node_id,
+        from .run_dir import arch_hash
+
+        row = {"number": number, "attempt": attempt, "arch_hash": arch_hash(arch), "node_id": node_id,
                "pid": os.getpid(), "time": time.time()}  # fmt: skip
         # one write of one line with O_APPEND: lines from concurrent workers do not interleave
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -62,7 +62,6 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[s
     from train_proxy.trainer import train_proxy
 
     from . import faults
-    from .run_dir import arch_hash
 
     threads = int(config["threads"])
     torch.set_num_threads(threads)
@@ -88,7 +87,7 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[s
     number = int(config["number"])
     try:
         arch = ArchConfig.from_dict(config["config"])
-        attempt = faults.start_attempt(hooks, number, arch_hash(arch), node_id)
+        attempt = faults.start_attempt(hooks, number, arch, node_id)
         data = load_cached_data(settings["data"], settings["proxy_resolution"], settings["data_fraction"], settings["seed"])
         data = faults.before_training(hooks, number, attempt, data)
         cfg = with_classes(arch, data.num_classes)
