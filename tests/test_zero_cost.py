@@ -81,9 +81,19 @@ def test_deep_gated_stack_does_not_overflow_synflow():
     assert math.isfinite(zero_cost_score(cfg, "synflow", resolution=RES, batch_size=BATCH))
 
 
-def test_synflow_is_data_free():
+def test_synflow_is_data_free(monkeypatch):
+    """synflow reads no data (an all-ones input): given noise instead of the real batch it scores
+    the same, and only the initial weights (the seed) move the score."""
     cfg = CONFIGS["acmix"]
-    assert zero_cost_score(cfg, "synflow", batch_size=4) == zero_cost_score(cfg, "synflow", batch_size=16)
+    real = zero_cost_scores(cfg, ("synflow", "gradnorm"), resolution=RES, batch_size=BATCH, seed=0)
+    images, labels, classes = zc.score_batch("digits", RES, BATCH, 0)
+    noise = (torch.randn_like(images) * 5, torch.randint(0, classes, labels.shape), classes)
+    monkeypatch.setattr(zc, "score_batch", lambda *args: noise)
+    on_noise = zero_cost_scores(cfg, ("synflow", "gradnorm"), resolution=RES, batch_size=BATCH, seed=0)
+    assert on_noise["gradnorm"] != real["gradnorm"]  # the noise did reach the scorers
+    assert on_noise["synflow"] == real["synflow"]
+    before = real["synflow"]
+    assert zero_cost_score(cfg, "synflow", resolution=RES, batch_size=BATCH, seed=1) != before
 
 
 def test_naswot_of_identical_images_is_singular():

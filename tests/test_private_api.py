@@ -1,0 +1,68 @@
+"""The private Ray Tune and Optuna attributes `nas/search` relies on are still there.
+
+`nas/search/searcher.py` subclasses Ray's `OptunaSearch` and reaches into it (and into Optuna's
+study and trial objects) where no public API exists. pyproject pins both libraries below the next
+major version; this test fails loudly, naming the attribute, if a minor release removes one.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _define(trial: optuna.Trial) -> None:
+    trial.suggest_int("x", 0, 3)
+
+
+@pytest.fixture
+def searcher() -> OptunaSearch:
+    storage = optuna.storages.InMemoryStorage()
+    return OptunaSearch(space=_define, metric=["a", "b"], mode=["max", "min"], storage=storage, study_name="s")
+
+
+# attribute of OptunaSearch -> the type the searcher expects there (what it does with it)
+SEARCHER_ATTRIBUTES = {
+    "_ot_study": optuna.Study,  # the live study: ask/tell, user attrs, storage
+    "_ot_trials": dict,  # Tune trial id -> Optuna trial, filled by our suggest()
+    "_completed_trials": set,  # Tune trial ids already told (guards double tells)
+    "_metric": (str, list),  # overwritten: Tune checks reported results against it
+    "_mode": (str, list),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHER_ATTRIBUTES))
+def test_optuna_search_private_attribute(searcher, name):
+    assert hasattr(searcher, name), f"ray.tune.search.optuna.OptunaSearch no longer has '{name}' (nas/search/searcher.py uses it)"
+    value = getattr(searcher, name)
+    assert isinstance(value, SEARCHER_ATTRIBUTES[name]), (
+        f"OptunaSearch.{name} is now {type(value).__name__}, nas/search/searcher.py expects {SEARCHER_ATTRIBUTES[name]}"
+    )
+
+
+def test_optuna_study_storage_and_trial_id():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert hasattr(study, "_storage"), "optuna.Study no longer has '_storage' (nas/search uses it)"
+    trial = study.ask()
+    assert hasattr(trial, "_trial_id"), "optuna.Trial no longer has '_trial_id' (nas/search uses it)"
+    storage = study._storage
+    # what mark_interrupted() and the guarded tell do with them
+    storage.set_trial_user_attr(trial._trial_id, "status", "failed")
+    assert storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    frozen = storage.get_trial(trial._trial_id)
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs["status"] == "failed"
+    assert hasattr(frozen, "_trial_id"), "optuna.trial.FrozenTrial no longer has '_trial_id' (nas/search uses it)"
+
+
+def test_pinned_majors_are_the_tested_ones():
+    """pyproject's upper bounds name the majors this suite ran on; a newer major must fail here."""
+    from importlib import metadata
+
+    ray_major = int(metadata.version("ray").split(".")[0])
+    optuna_major = int(metadata.version("optuna").split(".")[0])
+    assert ray_major == 2, f"ray {metadata.version('ray')}: the searcher was written against ray 2.x"
+    assert optuna_major == 5, f"optuna {metadata.version('optuna')}: the searcher was written against optuna 5.x"
