@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,30 +87,39 @@ def test_relative_position_bias_interpolates():
 
 
 def _naive_window_attention(mixer: ACmixMixer, q, k, v):
-    """Reference: unfold the k x k windows explicitly (the memory-hungry way)."""
+    """Reference: unfold the k x k windows explicitly (the memory-hungry way), padding by
+    reflection (numpy's mode="reflect", repeated where the map is smaller than the pad) or by
+    zeros with the outside positions masked."""
     b, heads, d, h, w = q.shape
     ka, pad = mixer.attn_kernel, mixer.attn_kernel // 2
     from search_space.blocks.acmix import coordinate_grid
 
     pe = mixer.pos(coordinate_grid(h, w, q))  # 1, d, H, W
+    rows = torch.from_numpy(np.pad(np.arange(h), pad, mode="reflect"))
+    cols = torch.from_numpy(np.pad(np.arange(w), pad, mode="reflect"))
 
-    def unfold(t):  # (B, heads, d, H, W) -> (B, heads, d, ka^2, H, W), zero padded
+    def unfold(t):  # (B, heads, d, H, W) -> (B, heads, d, ka^2, H, W)
         flat = t.reshape(b * heads, d, h, w)
-        cols = F.unfold(flat, ka, padding=pad)  # B*heads, d*ka^2, H*W
-        return cols.reshape(b, heads, d, ka * ka, h, w)
+        if mixer.border == "reflect":
+            windows = F.unfold(flat[:, :, rows][:, :, :, cols], ka)
+        else:
+            windows = F.unfold(flat, ka, padding=pad)  # zero padded
+        return windows.reshape(b, heads, d, ka * ka, h, w)
 
     k_nb = unfold(k - pe.unsqueeze(1))
     logits = (q.unsqueeze(3) * d**-0.5 * (k_nb + pe.unsqueeze(1).unsqueeze(3))).sum(2)
-    valid = unfold(torch.ones_like(k))[:, :, :1] > 0  # B, heads, 1, ka^2, H, W
-    logits = logits.masked_fill(~valid[:, :, 0], float("-inf"))
+    if mixer.border == "mask":
+        valid = unfold(torch.ones_like(k))[:, :, :1] > 0  # B, heads, 1, ka^2, H, W
+        logits = logits.masked_fill(~valid[:, :, 0], float("-inf"))
     attn = logits.softmax(2)
     return (attn.unsqueeze(2) * unfold(v)).sum(3)
 
 
-@pytest.mark.parametrize("ka,size", [(3, 5), (7, 6), (5, 2)])
-def test_acmix_window_attention_matches_unfolded_reference(ka, size):
+@pytest.mark.parametrize("border", ["reflect", "mask"])
+@pytest.mark.parametrize("ka,size", [(3, 5), (7, 6), (5, 2), (7, 3), (7, 1)])
+def test_acmix_window_attention_matches_unfolded_reference(ka, size, border):
     torch.manual_seed(0)
-    mixer = ACmixMixer(dim=16, heads=2, attn_kernel=ka)
+    mixer = ACmixMixer(dim=16, heads=2, attn_kernel=ka, border=border)
     q, k, v = (torch.randn(2, 2, 8, size, size) for _ in range(3))
     fast = mixer.window_attention(q, k, v)
     slow = _naive_window_attention(mixer, q, k, v)
@@ -121,6 +131,7 @@ def test_acmix_conv_path_starts_as_shift_kernels():
     w = mixer.dep_conv.weight  # out, kc^2, kc, kc
     assert w.shape == (8, 9, 3, 3)
     assert torch.equal(w.sum((2, 3)), torch.ones(8, 9))
+    assert mixer.dep_conv.bias is None  # as in the official code, whose reset_parameters drops it
     assert mixer.rate_attn.item() == 0.5 and mixer.rate_conv.item() == 0.5
 
 

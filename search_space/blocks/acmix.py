@@ -7,6 +7,11 @@ mixed by learned scalars (init 0.5 each), followed by an output projection and a
 
 The window attention loops over the k_att^2 offsets with shifted views of one padded tensor,
 so it never materialises the k_att^2-times-larger unfolded key/value tensors.
+
+Like the official module (LeapLabTHU/ACmix, ResNet/test_bottleneck.py), keys, values and the
+position encoding are reflection-padded at the image border, and the shift convolution has no
+bias (the official ``reset_parameters`` replaces it with None). ``border="mask"`` instead lets a
+border pixel attend only to the window positions inside the image.
 """
 
 from __future__ import annotations
@@ -33,16 +38,46 @@ def coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij")).unsqueeze(0)  # 1, 2, H, W
 
 
+def reflect_indices(n: int, pad: int, device: torch.device | None = None) -> torch.Tensor:
+    """Source index of each position of an axis of length n padded by `pad` on both sides by
+    reflection, reflecting again off the far edge where pad >= n (numpy's mode="reflect").
+    For pad < n this is exactly ReflectionPad; a length-1 axis repeats its only element."""
+    period = max(2 * (n - 1), 1)  # n == 1: every index maps to 0
+    i = torch.arange(-pad, n + pad, device=device) % period  # Python-style modulo: non-negative
+    return torch.where(i < n, i, period - i)
+
+
+def reflect_pad(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflection-pad the last two dims of t by `pad`.
+
+    ReflectionPad needs pad < H and pad < W; proxy resolutions give last-stage maps smaller
+    than that (e.g. 2x2 with a 7x7 window), where the official module would fail. There the
+    reflection is repeated (index gather), which agrees with ReflectionPad wherever that is defined.
+    """
+    *lead, h, w = t.shape
+    if pad < h and pad < w:
+        return F.pad(t.reshape(-1, h, w), (pad, pad, pad, pad), mode="reflect").reshape(*lead, h + 2 * pad, w + 2 * pad)
+    t = t.index_select(-2, reflect_indices(h, pad, t.device))
+    return t.index_select(-1, reflect_indices(w, pad, t.device))
+
+
+BORDERS = ("reflect", "mask")
+
+
 class ACmixMixer(nn.Module):
-    def __init__(self, dim: int, heads: int, attn_kernel: int = 7, conv_kernel: int = 3) -> None:
+    def __init__(
+        self, dim: int, heads: int, attn_kernel: int = 7, conv_kernel: int = 3, border: str = "reflect"
+    ) -> None:
         super().__init__()
+        if border not in BORDERS:
+            raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
         self.heads, self.head_dim = heads, dim // heads
-        self.attn_kernel, self.conv_kernel = attn_kernel, conv_kernel
+        self.attn_kernel, self.conv_kernel, self.border = attn_kernel, conv_kernel, border
         self.qkv = nn.Conv2d(dim, 3 * dim, 1)  # the shared projection
         self.pos = nn.Conv2d(2, self.head_dim, 1)  # position encoding from a coordinate grid
         self.fc = nn.Conv2d(3 * heads, conv_kernel**2, 1, bias=False)
         self.dep_conv = nn.Conv2d(
-            conv_kernel**2 * self.head_dim, dim, conv_kernel, padding=conv_kernel // 2, groups=self.head_dim
+            conv_kernel**2 * self.head_dim, dim, conv_kernel, padding=conv_kernel // 2, groups=self.head_dim, bias=False
         )
         self.rate_attn = nn.Parameter(torch.tensor(0.5))
         self.rate_conv = nn.Parameter(torch.tensor(0.5))
@@ -57,7 +92,6 @@ class ACmixMixer(nn.Module):
         with torch.no_grad():
             if self.dep_conv.weight.device.type != "meta":
                 self.dep_conv.weight.copy_(shift.expand_as(self.dep_conv.weight))
-                self.dep_conv.bias.zero_()
 
     def window_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v: (B, heads, head_dim, H, W). Each pixel attends to its k_att x k_att window."""
@@ -65,12 +99,16 @@ class ACmixMixer(nn.Module):
         ka, pad = self.attn_kernel, self.attn_kernel // 2
         pe = self.pos(coordinate_grid(h, w, q)).unsqueeze(1)  # 1, 1, d, H, W
         q = q * d**-0.5
-        # logits = q . (k_nb + pe_q - pe_nb); q . pe_q is constant over the window and cancels in softmax
-        k_pad = F.pad(k - pe, (pad, pad, pad, pad))
-        v_pad = F.pad(v, (pad, pad, pad, pad))
+        # logits = q . (k_nb + pe_q - pe_nb); q . pe_q is constant over the window and cancels in softmax.
+        # Padding is linear, so padding k - pe equals padding k and pe separately (as the official code does).
+        if self.border == "reflect":
+            k_pad, v_pad = reflect_pad(k - pe, pad), reflect_pad(v, pad)
+        else:
+            k_pad, v_pad = F.pad(k - pe, (pad, pad, pad, pad)), F.pad(v, (pad, pad, pad, pad))
         offsets = [(dy, dx) for dy in range(ka) for dx in range(ka)]
         logits = torch.stack([(q * k_pad[..., dy : dy + h, dx : dx + w]).sum(2) for dy, dx in offsets], dim=2)
-        logits = logits.masked_fill(self._outside(h, w, q.device), float("-inf"))
+        if self.border == "mask":
+            logits = logits.masked_fill(self._outside(h, w, q.device), float("-inf"))
         attn = logits.softmax(dim=2)  # B, heads, ka^2, H, W
         out = torch.zeros_like(v)
         for i, (dy, dx) in enumerate(offsets):
@@ -133,7 +171,7 @@ def acmix_block_cost(stage: StageConfig, size: int) -> Cost:
         + C.conv(2, head_dim, 1, n)  # position encoding
         + Cost(0, 2 * dim * ka * ka * n)  # window logits and weighted sum of values
         + C.conv(3 * heads, kc * kc, 1, head_dim * n, bias=False)  # fc over the 3*heads groups
-        + C.conv(kc * kc * head_dim, dim, kc, n, groups=head_dim)  # shift convolution
+        + C.conv(kc * kc * head_dim, dim, kc, n, groups=head_dim, bias=False)  # shift convolution
         + C.params(2)  # rate_attn, rate_conv
         + C.conv(dim, dim, 1, n)  # output projection
     )
