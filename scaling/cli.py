@@ -133,7 +133,7 @@ def main_entry() -> None:
 # -- commands -----------------------------------------------------------------------------
 def _base(args: argparse.Namespace) -> Base:
     base = resolve_base(args.config, args.from_run, args.trial)
-    if args.json and base.source is not None and base.source.chosen_by == "latest run":
+    if args.json and base.source is not None and base.source.latest_run:
         print(base.source.describe(), file=sys.stderr)  # stdout is the JSON: say the implicit pick here
     return base
 

@@ -23,7 +23,7 @@ from search_space import ArchConfig, UserError, resolve_config
 from nas.units import format_macs
 
 DEFAULT_RUNS = Path("runs")
-PICK_RULE = "highest proxy accuracy on the run's Pareto front, ties to fewer MACs"
+PICK_RULE = "highest proxy accuracy on the run's Pareto front, ties to fewer MACs, then the lower trial number"
 HOW_TO_GIVE_A_BASE = "give --config NAME|YAML (a zoo model or model config) or --from RUN_DIR (a nas search run)"
 
 
@@ -37,7 +37,8 @@ class Provenance:
     val_acc: float | None
     macs: int | None
     objectives: tuple[str, ...]
-    chosen_by: str  # "--trial", "pareto" or "latest run"
+    chosen_by: str  # "--trial" or "pareto"
+    latest_run: bool = False  # the run was not named: the most recent finished one under runs/
     proxy_resolution: int | None = None
     proxy_epochs: int | None = None
     proxy_data: str | None = None
@@ -46,9 +47,10 @@ class Provenance:
     @property
     def reason(self) -> str:
         if self.chosen_by == "--trial":
-            return "given with --trial"
-        rule = f"the highest proxy accuracy on its Pareto front ({', '.join(self.objectives)}), ties to fewer MACs"
-        if self.chosen_by == "latest run":
+            rule = "given with --trial"
+        else:
+            rule = f"the highest proxy accuracy on its Pareto front ({', '.join(self.objectives)}), ties to fewer MACs"
+        if self.latest_run:
             rule += f"; the most recent finished run under {DEFAULT_RUNS}/"
         return rule
 
@@ -86,6 +88,7 @@ class Provenance:
             "macs": self.macs,
             "objectives": list(self.objectives),
             "chosen_by": self.chosen_by,
+            "latest_run": self.latest_run,
             "rule": PICK_RULE if self.chosen_by != "--trial" else "given with --trial",
             "proxy": {"resolution": self.proxy_resolution, "epochs": self.proxy_epochs, "data": self.proxy_data},
         }
@@ -106,12 +109,17 @@ def resolve_base(
             raise UserError("--trial picks a trial of a run: use it with --from RUN_DIR, not with --config")
         return Base(resolve_config(config))
     if from_dir is not None:
-        return base_from_run(load_run(from_dir), trial, display=from_dir, chosen_by="pareto")
+        try:
+            run = load_run(from_dir)
+        except UserError as exc:  # it names the path as given: keep the message on one line
+            raise UserError(printable(str(exc))) from None
+        return base_from_run(run, trial, display=from_dir)
     run = latest_finished_run(runs_dir)
-    return base_from_run(run, trial, display=str(run.path), chosen_by="latest run")
+    return base_from_run(run, trial, display=str(run.path), latest_run=True)
 
 
-def base_from_run(run: Run, number: int | None, *, display: str, chosen_by: str) -> Base:
+def base_from_run(run: Run, number: int | None, *, display: str, latest_run: bool = False) -> Base:
+    chosen_by = "pareto"
     if number is not None:
         picked = run.trial(number)  # a number not in the run is a UserError naming the span
         if not picked.eligible:
@@ -124,19 +132,19 @@ def base_from_run(run: Run, number: int | None, *, display: str, chosen_by: str)
         picked = best_on_front(run, display)
     if picked.config is None:
         raise UserError(f"{display}: trial {picked.number} has no stored architecture (config.yaml missing)")
-    proxy = picked.user_attrs.get("proxy")
     epochs = picked.fidelity.epochs_trained if picked.fidelity.epochs_trained is not None else picked.fidelity.epochs
     source = Provenance(
-        run=display,
+        run=printable(display),
         run_status=run.status,
         trial=picked.number,
         val_acc=picked.val_acc,
         macs=picked.macs,
         objectives=tuple(run.settings.objectives),
         chosen_by=chosen_by,
+        latest_run=latest_run,
         proxy_resolution=picked.fidelity.resolution,
         proxy_epochs=epochs,
-        proxy_data=picked.fidelity.data or (proxy.get("data") if isinstance(proxy, dict) else None),
+        proxy_data=picked.fidelity.data,
         run_path=str(run.path.resolve()),
     )
     return Base(picked.config, source)
@@ -190,6 +198,12 @@ def _when(run: Run) -> datetime:
                 continue
             return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
     return datetime.fromtimestamp(run.path.stat().st_mtime, tz=timezone.utc)
+
+
+def printable(text: str) -> str:
+    """A path for a one-line message or a YAML comment: control characters (a newline in a directory
+    name would end the comment and inject YAML) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _numbers(trials: list[TrialRecord]) -> str:

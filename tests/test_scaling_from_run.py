@@ -130,6 +130,7 @@ def test_expand_phi1_with_no_flags_scales_the_runs_best_trial(workspace: Path) -
     result = json.loads(proc.stdout)
     assert "trial" in proc.stderr and "runs/X" in proc.stderr  # the implicit pick, said beside the JSON
     assert result["source"]["trial"] == best and result["source"]["val_acc"] == pytest.approx(acc)
+    assert result["source"]["latest_run"] is True
     assert result["base_resolution"] == space["resolution"] == 224
     assert result["base_widths"] == [s["width"] for s in stored["stages"]]
     assert result["resolution"] == 32 * round(space["resolution"] * 1.15 / 32) == 256
@@ -272,3 +273,16 @@ def test_family_from_run_writes_configs_and_cards_naming_run_and_trial(workspace
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"]["trial"] == best and summary["source"]["run"] == "runs/X"
     assert f"trial {best}" in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_path_with_a_newline_stays_one_line_and_injects_no_yaml(workspace: Path, tmp_path: Path, capsys) -> None:
+    odd = tmp_path / "a\nname: injected"
+    shutil.copytree(workspace / "runs" / "X", odd)
+    out = tmp_path / "o.yaml"
+    code, stdout, _ = in_process(["expand", "--from", str(odd), "--phi", "1", "--out", str(out)], capsys)
+    assert code == 0 and "a\\nname: injected" in stdout.splitlines()[0]
+    assert not [line for line in out.read_text().splitlines() if line.startswith("name: injected")]
+    assert ArchConfig.load(out).name.endswith("_phi1")
+    code, _, err = in_process(["expand", "--from", str(tmp_path / "no\nsuch"), "--phi", "1"], capsys)
+    assert_one_line_refusal(code, err, "no\\nsuch")
