@@ -1,7 +1,8 @@
 """`scaling`: CMT compound scaling of a base architecture into a model family, with counted MACs.
 
     scaling expand --config cmt_s --phi 1 [--match-macs] [--out cmt_b_like.yaml] [--json]
-    scaling family --config cmt_s --match-macs --out family/
+    scaling expand --phi 1                      # base: the latest finished run under runs/, its best trial
+    scaling family --from runs/a [--trial 7] --match-macs --out family/
     scaling coeffs --config cmt_s [--target 2.5] [--grid alpha=1.1:1.4:0.1,...] [--epochs 1]
 
 User errors (bad numbers, absurd phi, unknown configs, impossible matches) print one line and exit 2.
@@ -16,18 +17,29 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run_guarded
-from nas.cli_utils import OneLineErrorParser, positive_int, print_json
+from nas.cli_utils import OneLineErrorParser, non_negative_int, positive_int, print_json
 from search_space import UserError, resolve_config
 
 from .compound import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, Coefficients, Scaled, expand, format_phi
 from .family import build_family, format_table, notes, parse_names, parse_phis, summary_dict, table_rows
+from .source import Base, Provenance, resolve_base
+
+BASE_HELP = """\
+The base of expand/family: --config NAME|YAML; or --from RUN_DIR [--trial N], a trial of a
+`nas search` run; or, with neither, the most recent finished run under runs/ (as `nas runs` lists
+them). Without --trial the trial is the run's best on its Pareto front (by the run's own
+objectives): the highest proxy accuracy, ties to fewer MACs, then the lower trial number. The base
+is the trial's deploy architecture (full width, the search's resolution and classes), not the
+proxy that was trained. Output names the run and trial and the proxy accuracy that made the pick."""
 
 DESCRIPTION = """\
 CMT compound scaling: depth x alpha^phi, width x beta^phi, resolution x gamma^phi, so MACs grow by
 about (alpha * beta^1.5 * gamma^2)^phi (2.35 with the defaults 1.2, 1.3, 1.15; CMT quotes ~2.5).
 Every scaled model is counted: tables show the MACs target beside the actual count, and
 --match-macs searches the width multiplier until they agree within 3%.
-"FLOPs"/MACs here are multiply-accumulates of convolutions, linear layers and attention products."""
+"FLOPs"/MACs here are multiply-accumulates of convolutions, linear layers and attention products.
+
+""" + BASE_HELP
 
 # options whose value may start with '-' (argparse would otherwise take "-2,-1" or "-1e3" for an option)
 _NUMERIC_OPTIONS = ("--phi", "--phis", "--alpha", "--beta", "--gamma", "--target")
@@ -41,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", required=True, metavar="NAME_OR_YAML", help="zoo name (e.g. cmt_s) or model YAML")
+        base = p.add_mutually_exclusive_group()
+        base.add_argument("--config", metavar="NAME_OR_YAML", help="base: zoo name (e.g. cmt_s) or model YAML")
+        base.add_argument("--from", dest="from_run", metavar="RUN_DIR",
+                          help="base: a trial of this nas search run (default: the latest finished run under runs/)")  # fmt: skip
+        p.add_argument("--trial", type=non_negative_int, metavar="N",
+                       help="trial of the run to scale (default: the run's best on its Pareto front, i.e. the "
+                       "highest proxy accuracy, ties to fewer MACs)")  # fmt: skip
         p.add_argument("--alpha", type=_number("alpha"), default=DEFAULT_ALPHA, help="depth coefficient (default 1.2)")
         p.add_argument("--beta", type=_number("beta"), default=DEFAULT_BETA, help="width coefficient (default 1.3)")
         p.add_argument("--gamma", type=_number("gamma"), default=DEFAULT_GAMMA, help="resolution coefficient (1.15)")
@@ -50,14 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tolerance", type=_fraction, default=0.03,
                        help="allowed |actual - target| / target with --match-macs (default 0.03)")  # fmt: skip
 
-    p = sub.add_parser("expand", help="scale one model by phi", description="Scale one model by phi and count it.")
+    p = sub.add_parser("expand", help="scale one model by phi", description="Scale one model by phi and count it.\n\n"
+                       + BASE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     common(p)
     p.add_argument("--phi", type=_number("phi"), required=True, help="compound coefficient (e.g. -2, -1, 0, 1, 0.5)")
     p.add_argument("--out", metavar="FILE.yaml", help="write the scaled model config here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_expand)
 
-    p = sub.add_parser("family", help="a Ti/XS/S/B family", description="One scaled model per phi, summary, plot.")
+    p = sub.add_parser("family", help="a Ti/XS/S/B family", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="One scaled model per phi (YAML config and markdown card each), summary, plot.\n\n"
+                       + BASE_HELP)  # fmt: skip
     common(p)
     p.add_argument("--phis", default="-2,-1,0,1", help="comma-separated phis (default -2,-1,0,1)")
     p.add_argument("--names", help="comma-separated member names (default Ti,XS,S,B for the default phis)")
@@ -110,17 +131,27 @@ def main_entry() -> None:
 
 
 # -- commands -----------------------------------------------------------------------------
+def _base(args: argparse.Namespace) -> Base:
+    base = resolve_base(args.config, args.from_run, args.trial)
+    if args.json and base.source is not None and base.source.latest_run:
+        print(base.source.describe(), file=sys.stderr)  # stdout is the JSON: say the implicit pick here
+    return base
+
+
 def run_expand(args: argparse.Namespace) -> int:
-    base = resolve_config(args.config)
-    scaled = expand(base, args.phi, _coefficients(args), match_macs=args.match_macs, tolerance=args.tolerance)
+    base = _base(args)
+    scaled = expand(base.config, args.phi, _coefficients(args), match_macs=args.match_macs, tolerance=args.tolerance)
     if args.out:
-        _write_yaml(Path(args.out), scaled)
+        _write_yaml(Path(args.out), scaled, base.source)
     if args.json:
         out = scaled.to_dict()
         out["config"] = scaled.config.to_dict()
+        out["source"] = base.source.to_dict() if base.source is not None else None
         out["out"] = args.out
         print_json(out)
         return 0
+    if base.source is not None:
+        print(base.source.describe())
     print(format_expand(scaled))
     if args.out:
         print(f"wrote {args.out}")
@@ -133,22 +164,25 @@ def run_family(args: argparse.Namespace) -> int:
     phis = parse_phis(args.phis)
     names = parse_names(args.names) if args.names is not None else None
     compare = [t.strip() for t in args.compare_zoo.split(",")] if args.compare_zoo else None
-    base = resolve_config(args.config)
+    base = _base(args)
     members = build_family(
-        base, phis, names, _coefficients(args), match_macs=args.match_macs, tolerance=args.tolerance, compare=compare
-    )
-    written = write_family(members, args.out)
+        base.config, phis, names, _coefficients(args), match_macs=args.match_macs, tolerance=args.tolerance,
+        compare=compare,
+    )  # fmt: skip
+    written = write_family(members, args.out, source=base.source)
     if args.json:
-        summary = summary_dict(members)
+        summary = summary_dict(members, base.source)
         summary["files"] = {key: str(path) for key, path in written.items()}
         print_json(summary)
         return 0
     header, rows = table_rows(members)
+    if base.source is not None:
+        print(base.source.describe())
     print("\n".join(notes(members)))
     print()
     print("\n".join(format_table(header, rows)))
     print()
-    print(f"wrote {len(members)} configs, summary.md, summary.json and family.png to {args.out}")
+    print(f"wrote {len(members)} configs, {len(members)} cards, summary.md, summary.json and family.png to {args.out}")
     return 0
 
 
@@ -230,13 +264,14 @@ def format_expand(s: Scaled) -> str:
     return "\n".join(lines)
 
 
-def _write_yaml(path: Path, scaled: Scaled) -> None:
+def _write_yaml(path: Path, scaled: Scaled, source: Provenance | None = None) -> None:
     if path.is_dir():
         raise UserError(f"--out {path}: is a directory, expected a YAML file path")
     if not path.parent.exists():
         raise UserError(f"--out {path}: directory {path.parent} does not exist")
     try:
-        path.write_text(scaled.to_yaml())
+        head = "\n".join(source.comment_lines()) + "\n" if source is not None else ""
+        path.write_text(head + scaled.to_yaml())
     except OSError as exc:
         raise UserError(f"--out {path}: cannot write ({exc.strerror})") from None
 

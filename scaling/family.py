@@ -11,11 +11,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from search_space import ArchConfig, Cost, UserError, analytic_cost, resolve_config
 
 from .compound import Coefficients, Scaled, check_phi, expand, format_phi
+
+if TYPE_CHECKING:
+    from .source import Provenance
 
 DEFAULT_PHIS: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0)
 DEFAULT_NAMES: tuple[str, ...] = ("Ti", "XS", "S", "B")  # CMT's names for phi = -2, -1, 0, 1
@@ -52,6 +55,15 @@ class Member:
     @property
     def file_name(self) -> str:
         return f"{self.scaled.config.name}.yaml"
+
+    @property
+    def card_name(self) -> str:
+        return f"{self.scaled.config.name}.md"
+
+    def yaml_text(self, source: "Provenance | None" = None) -> str:
+        """The member's YAML, headed by where its base came from when that was a search run."""
+        head = "\n".join(source.comment_lines()) + "\n" if source is not None else ""
+        return head + self.scaled.to_yaml()
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -137,8 +149,15 @@ def build_family(
 
 
 # -- writing ------------------------------------------------------------------------------
-def write_family(members: Sequence[Member], out_dir: str | Path, *, plot: bool = True) -> dict[str, Path]:
-    """Write every member's YAML, summary.md, summary.json and family.png into ``out_dir``."""
+def write_family(
+    members: Sequence[Member], out_dir: str | Path, *, plot: bool = True, source: "Provenance | None" = None
+) -> dict[str, Path]:
+    """Write every member's YAML and card, summary.md, summary.json and family.png into ``out_dir``.
+
+    ``source``: the search run and trial the base came from, named in every file.
+    """
+    from .cards import member_card
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
@@ -158,12 +177,15 @@ def write_family(members: Sequence[Member], out_dir: str | Path, *, plot: bool =
     try:
         for member in members:
             path = target(member.file_name)
-            path.write_text(member.scaled.to_yaml())
+            path.write_text(member.yaml_text(source))
             written[member.name] = path
+            card = target(member.card_name)
+            card.write_text(member_card(member, source))
+            written[f"{member.name}.md"] = card
         written["summary.md"] = target("summary.md")
-        written["summary.md"].write_text(summary_markdown(members))
+        written["summary.md"].write_text(summary_markdown(members, source))
         written["summary.json"] = target("summary.json")
-        written["summary.json"].write_text(json.dumps(summary_dict(members), indent=2) + "\n")
+        written["summary.json"].write_text(json.dumps(summary_dict(members, source), indent=2) + "\n")
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror})") from None
     if plot:
@@ -174,10 +196,11 @@ def write_family(members: Sequence[Member], out_dir: str | Path, *, plot: bool =
     return written
 
 
-def summary_dict(members: Sequence[Member]) -> dict:
+def summary_dict(members: Sequence[Member], source: "Provenance | None" = None) -> dict:
     first = members[0].scaled
     return {
         "base": first.base.name,
+        "source": source.to_dict() if source is not None else None,
         "base_params": first.base_cost.params,
         "base_macs": first.base_cost.macs,
         "coefficients": first.coefficients.as_dict(),
@@ -187,6 +210,7 @@ def summary_dict(members: Sequence[Member]) -> dict:
             {
                 "member": m.name,
                 "file": m.file_name,
+                "card": m.card_name,
                 **m.scaled.to_dict(),
                 "zoo": None
                 if m.zoo is None
@@ -267,10 +291,12 @@ def notes(members: Sequence[Member]) -> list[str]:
     return lines
 
 
-def summary_markdown(members: Sequence[Member]) -> str:
+def summary_markdown(members: Sequence[Member], source: "Provenance | None" = None) -> str:
     header, rows = table_rows(members)
     first = members[0].scaled
     lines = [f"# {first.base.name} family (compound scaling)", ""]
+    if source is not None:
+        lines += [f"- {source.describe()}"]
     lines += [f"- {n}" for n in notes(members)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -188,6 +188,7 @@ def test_family_writes_configs_summary_and_plot(families, tmp_path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(
         ["cmt_s_Ti.yaml", "cmt_s_XS.yaml", "cmt_s_S.yaml", "cmt_s_B.yaml", "summary.md", "summary.json", "family.png"]
+        + ["cmt_s_Ti.md", "cmt_s_XS.md", "cmt_s_S.md", "cmt_s_B.md"]
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["coefficients"]["constant"] == pytest.approx(Coefficients().constant)
