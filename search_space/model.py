@@ -27,7 +27,9 @@ class Stage(nn.Module):
     def __init__(self, stage: StageConfig, in_channels: int, size: int, drop_paths: Sequence[float] = ()) -> None:
         super().__init__()
         block_type = get_block(stage.block)
-        rates = list(drop_paths) or [0.0] * stage.depth
+        rates = list(drop_paths) or [0.0] * stage.depth  # one stochastic depth rate per block
+        if len(rates) != stage.depth:
+            raise ValueError(f"{len(rates)} drop path rates for a stage of depth {stage.depth}")
         self.embed = PatchEmbed(in_channels, stage)
         self.shared = block_type.build_shared(stage, size) if block_type.build_shared else None
         self.blocks = nn.ModuleList(block_type.build(stage, size, drop_path=rate) for rate in rates)

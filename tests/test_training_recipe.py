@@ -225,6 +225,20 @@ def test_nas_train_full_run_uses_config_rate():
     assert default_drop_path(cfg, args(160, width=0.5)) == 0.0
 
 
+def test_nas_train_end_to_end_rates(tiny_cfg, tmp_path, cli):
+    """A full run (config's width and resolution, all data) trains with the config's rate; a proxy
+    run with 0; --drop-path wins over both."""
+    import json
+
+    path = tmp_path / "tiny32.yaml"
+    tiny_cfg.replace(resolution=32, drop_path_rate=0.2).save(path)
+    common = ("train", path, "--epochs", "1", "--batch-size", "256", "--threads", "1", "--json", "--no-progress")
+    for extra, expected in (((), 0.2), (("--width-mult", "0.5"), 0.0), (("--drop-path", "0.05"), 0.05)):
+        code, out, err = cli(*common, *extra)
+        assert code == 0, err
+        assert json.loads(out)["drop_path_rate"] == expected
+
+
 def test_nas_train_refuses_a_rate_of_1_5():
     proc = subprocess.run(
         [sys.executable, "-m", "nas.cli", "train", "cmt_ti", "--drop-path", "1.5"],
