@@ -10,6 +10,11 @@ Rules beyond the rounding in ``search_space.transforms``:
   width ratio 76/64), rounded to a multiple of 8 (at least 8); the head's ``fc_dim`` (CMT's 1280)
   is kept, as every CMT model keeps it;
 * heads, FFN/MLP ratios, kernels and block types are kept;
+* the stochastic depth maximum (``drop_path_rate``) is kept as the base's. The official rates follow
+  no depth or size law (CMT: Ti 0.1, XS 0.08, S 0.1, B 0.25, each tuned with its own epochs: 800,
+  400, 300, 300; VAN: 0.1 for B0-B2, 0.2 for B3), so none is extrapolated; the per-block linear
+  spacing already spreads the rate over the added or removed blocks. Retune it for a final training
+  (``nas train --drop-path``), e.g. raise it towards CMT-B's 0.25 for phi >= 1;
 * a CMT K/V reduction that no longer divides its stage's feature map at the new resolution is
   replaced by the divisor of the feature size nearest to it (by ratio; a tie goes to the larger
   reduction, the cheaper attention). Every change is reported.
@@ -137,6 +142,7 @@ class Scaled:
             "width_multiplier": self.width_multiplier,
             "adjusted": list(self.adjusted),
             "kv_changes": [vars(c) for c in self.kv_changes],
+            "drop_path_rate": self.config.drop_path_rate,
         }
 
 

@@ -282,6 +282,10 @@ def notes(members: Sequence[Member]) -> list[str]:
         f"(alpha*beta^1.5*gamma^2 = {c.constant:.3f}).",
         "MACs are multiply-accumulates (the papers' \"FLOPs\"); dev = (actual - target) / target.",
     ]
+    lines.append(
+        f"Stochastic depth: every member keeps the base's drop_path_rate {first.base.drop_path_rate:g} (the official "
+        "rates follow no scaling law; see scaling.compound); retune it for a final training."
+    )
     if first.matched:
         lines.append("width mult: searched width multiplier on top of beta^phi (* = one stage then moved by a step).")
     for m in members:

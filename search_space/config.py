@@ -81,6 +81,9 @@ class ArchConfig:
     in_channels: int = 3
     stem: StemConfig = field(default_factory=StemConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    # Stochastic depth: the network's maximum rate. Block i of n drops its residual branches with
+    # rate * i / (n - 1), linear over all blocks of the network as VAN's and CMT's code do. 0 = off.
+    drop_path_rate: float = 0.0
 
     # -- derived geometry -------------------------------------------------------------
     def feature_sizes(self, resolution: int | None = None) -> list[int]:
@@ -106,6 +109,7 @@ class ArchConfig:
             "stem": dataclasses.asdict(self.stem),
             "stages": [dataclasses.asdict(s) for s in self.stages],
             "head": dataclasses.asdict(self.head),
+            "drop_path_rate": self.drop_path_rate,
         }
 
     @classmethod
@@ -194,6 +198,8 @@ class ArchConfig:
             fail(f"head kind conv_bn_act needs fc_dim >= 1, got {self.head.fc_dim}")
         if not 0.0 <= self.head.dropout < 1.0:
             fail(f"head dropout must be in [0, 1), got {self.head.dropout}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            fail(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if 32 % self.total_stride:
             fail(f"total downsampling {self.total_stride} must divide 32 (strides are powers of 2)")
         sizes = self.feature_sizes()

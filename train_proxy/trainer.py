@@ -66,6 +66,9 @@ class ProxySpec:
     label_smoothing: float = 0.1
     threads: int | None = None
     device: str = "auto"
+    # Stochastic depth maximum for this run: 0 (off) for proxies, which rank architectures from
+    # a few epochs; None trains with the config's own drop_path_rate (full training).
+    drop_path_rate: float | None = 0.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -90,6 +93,8 @@ class ProxySpec:
              f"threads must be >= 1, got {self.threads!r}")  # fmt: skip
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}")  # fmt: skip
+        need(self.drop_path_rate is None or 0.0 <= self.drop_path_rate < 1.0,
+             f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,13 +118,15 @@ class TrainResult:
     resolution: int = 32
     n_train: int = 0
     n_val: int = 0
+    drop_path_rate: float = 0.0  # the stochastic depth maximum the run trained with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def proxy_config(cfg: ArchConfig, spec: ProxySpec, num_classes: int, in_channels: int = 3) -> ArchConfig:
-    """The architecture the proxy trains: data's classes, scaled widths, built at proxy resolution.
+    """The architecture the proxy trains: data's classes, scaled widths, built at proxy resolution,
+    with the spec's stochastic depth rate (the config's own when the spec's is None).
 
     Building at the proxy resolution sizes CMT's relative position bias for the feature maps it
     will see (no interpolation on every step). Should the config not be valid at that resolution
@@ -127,6 +134,8 @@ def proxy_config(cfg: ArchConfig, spec: ProxySpec, num_classes: int, in_channels
     the model interpolates at run time.
     """
     proxy = with_classes(scale_widths(cfg, spec.width_multiplier), num_classes)
+    if spec.drop_path_rate is not None and proxy.drop_path_rate != spec.drop_path_rate:
+        proxy = proxy.replace(drop_path_rate=spec.drop_path_rate)
     if proxy.in_channels != in_channels:
         proxy = proxy.replace(in_channels=in_channels)
     if proxy.resolution != spec.resolution:
@@ -285,6 +294,7 @@ class _Run:
             resolution=self.spec.resolution,
             n_train=self.n_train,
             n_val=self.n_val,
+            drop_path_rate=self.cfg.drop_path_rate,
         )
 
     def _train_epoch(

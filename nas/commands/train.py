@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from search_space import resolve_config
+from search_space import ArchConfig, resolve_config
 
 from ..cli_utils import positive_int, print_json, resolution_arg
 from ..units import format_count, format_macs
@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="proxy-train a model on a small dataset",
         description="Train a zoo model or model config as a proxy (low resolution, few epochs, AdamW with "
         "warm-up and cosine decay, label smoothing, light augmentation) and report validation accuracy. "
-        "The class count comes from the data. Exit status 1 when the training fails (non-finite loss).",
+        "The class count comes from the data. Stochastic depth: a proxy run (below the config's resolution, "
+        "on a fraction of the data or at another width) trains without it; a full run (the config's width at "
+        "its resolution or above, all the data) uses the config's drop_path_rate; --drop-path overrides both. "
+        "Exit status 1 when the training fails (non-finite loss).",
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. van_b0) or path to a model config YAML")
     p.add_argument("--data", default="digits", help="digits (embedded, default), cifar10:PATH or imagefolder:PATH")
@@ -34,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width-mult", type=_positive_float, default=1.0, help="width multiplier for the proxy (default 1)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate of AdamW (default 2e-3)")
+    p.add_argument(
+        "--drop-path",
+        type=_rate,
+        metavar="RATE",
+        help="stochastic depth maximum in [0, 1), spread linearly over the blocks (default: 0 for a proxy run, "
+        "the config's drop_path_rate for a full run)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -55,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         threads=args.threads,
         device=args.device,
+        drop_path_rate=args.drop_path if args.drop_path is not None else default_drop_path(cfg, args),
     )
     resolve_device(spec.device)  # an unusable device is refused before the data is read
     bundle = load_data(args.data, spec.resolution, fraction=spec.data_fraction)
@@ -88,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "data_fraction": spec.data_fraction,
         "width_multiplier": spec.width_multiplier,
         "lr": spec.lr,
+        "drop_path_rate": result.drop_path_rate,
         "device": result.device,
         "threads": spec.threads,
         "n_train": result.n_train,
@@ -102,12 +114,18 @@ def run(args: argparse.Namespace) -> int:
             f"{cfg.name} at {spec.resolution} px ({format_count(result.params)} params, "
             f"{format_macs(result.macs)} MACs): val_acc {result.val_acc:.4f} (best {result.best_val_acc:.4f}) "
             f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
-            f"on {result.device}"
+            f"on {result.device}, drop path {result.drop_path_rate:g}"
         )
     if result.status == "failed":
         print(f"error: training failed: {result.failure_reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def default_drop_path(cfg: ArchConfig, args: argparse.Namespace) -> float | None:
+    """None (the config's own rate) for a full run, 0 for a proxy run."""
+    full = args.resolution >= cfg.resolution and args.fraction == 1.0 and args.width_mult == 1.0
+    return None if full else 0.0
 
 
 def _write(line: str) -> None:
@@ -124,6 +142,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 

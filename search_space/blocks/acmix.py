@@ -24,6 +24,7 @@ from .. import cost as C
 from ..config import StageConfig
 from ..cost import Cost
 from .channel_attention import build_channel_attention, channel_attention_cost
+from .layers import DropPath
 from .registry import BlockType, register
 from .traced_macs import record
 
@@ -148,7 +149,7 @@ class MLP(nn.Module):
 
 
 class ACmixBlock(nn.Module):
-    def __init__(self, stage: StageConfig) -> None:
+    def __init__(self, stage: StageConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         dim = stage.width
         self.norm1 = nn.BatchNorm2d(dim)
@@ -156,10 +157,11 @@ class ACmixBlock(nn.Module):
         self.channel_attn = build_channel_attention(stage.channel_attention, dim)
         self.norm2 = nn.BatchNorm2d(dim)
         self.ffn = MLP(dim, stage.hidden)
+        self.drop_path = DropPath(drop_path)  # on both branches, as ACmix's Swin-based model does
 
     def forward(self, x: torch.Tensor, shared: object = None) -> torch.Tensor:
-        x = x + self.channel_attn(self.mixer(self.norm1(x)))
-        x = x + self.ffn(self.norm2(x))
+        x = x + self.drop_path(self.channel_attn(self.mixer(self.norm1(x))))
+        x = x + self.drop_path(self.ffn(self.norm2(x)))
         return x
 
 
@@ -182,7 +184,7 @@ def acmix_block_cost(stage: StageConfig, size: int) -> Cost:
 register(
     BlockType(
         name="acmix",
-        build=lambda stage, size: ACmixBlock(stage),
+        build=lambda stage, size, drop_path=0.0: ACmixBlock(stage, drop_path=drop_path),
         cost=acmix_block_cost,
         description="ACmix: shared 1x1 q/k/v -> window self-attention + shift convolution, learned mix",
     )

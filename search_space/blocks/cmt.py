@@ -17,7 +17,7 @@ from torch import nn
 from .. import cost as C
 from ..config import StageConfig
 from ..cost import Cost
-from .layers import LayerNorm2d
+from .layers import DropPath, LayerNorm2d
 from .channel_attention import build_channel_attention, channel_attention_cost
 from .registry import BlockType, register
 
@@ -34,7 +34,7 @@ class RelativePositionBias(nn.Module):
         super().__init__()
         self.size, self.kv_size = size, kv_grid(size, reduction)
         self.bias = nn.Parameter(torch.empty(heads, size * size, self.kv_size * self.kv_size))
-        nn.init.trunc_normal_(self.bias, std=0.02)
+        nn.init.normal_(self.bias, 0.0, 1.0)  # standard normal, as CMT's code (torch.randn)
 
     def forward(self, h: int, w: int, kh: int, kw: int) -> torch.Tensor:
         heads = self.bias.shape[0]
@@ -98,7 +98,7 @@ class InvertedResidualFFN(nn.Module):
 
 
 class CMTBlock(nn.Module):
-    def __init__(self, stage: StageConfig) -> None:
+    def __init__(self, stage: StageConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         dim = stage.width
         self.lpu = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
@@ -107,11 +107,24 @@ class CMTBlock(nn.Module):
         self.channel_attn = build_channel_attention(stage.channel_attention, dim)
         self.norm2 = LayerNorm2d(dim, eps=1e-6)
         self.ffn = InvertedResidualFFN(dim, stage.hidden)
+        # CMT's code drops the attention and FFN branches, not the LPU's residual
+        self.drop_path = DropPath(drop_path)
+
+    def init_weights(self) -> None:
+        """CMT's code: kaiming_normal_(mode="fan_out") on every conv, i.e. std sqrt(2 / fan_out) with
+        fan_out = out_channels * kh * kw, NOT divided by groups (depthwise convs start ~sqrt(C)
+        smaller than under the model's default He-per-group rule). Called by the model after its
+        default init."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor, shared: RelativePositionBias) -> torch.Tensor:
         x = x + self.lpu(x)
-        x = x + self.channel_attn(self.attn(self.norm1(x), shared))
-        x = x + self.ffn(self.norm2(x))
+        x = x + self.drop_path(self.channel_attn(self.attn(self.norm1(x), shared)))
+        x = x + self.drop_path(self.ffn(self.norm2(x)))
         return x
 
 
@@ -147,7 +160,7 @@ def cmt_shared_cost(stage: StageConfig, size: int) -> Cost:
 register(
     BlockType(
         name="cmt",
-        build=lambda stage, size: CMTBlock(stage),
+        build=lambda stage, size, drop_path=0.0: CMTBlock(stage, drop_path=drop_path),
         cost=cmt_block_cost,
         build_shared=lambda stage, size: RelativePositionBias(stage.heads, size, stage.kv_reduction),
         shared_cost=cmt_shared_cost,

@@ -19,7 +19,8 @@ from ..cost import ZERO, Cost
 @dataclass(frozen=True)
 class BlockType:
     name: str
-    build: Callable[[StageConfig, int], nn.Module]  # (stage, feature size at config resolution)
+    # (stage, feature size at config resolution, drop_path=rate): the block's stochastic depth rate
+    build: Callable[..., nn.Module]
     cost: Callable[[StageConfig, int], Cost]  # one block at a size x size feature map
     build_shared: Optional[Callable[[StageConfig, int], Optional[nn.Module]]] = None
     shared_cost: Callable[[StageConfig, int], Cost] = lambda stage, size: ZERO

@@ -14,6 +14,7 @@ from .. import cost as C
 from ..config import StageConfig
 from ..cost import Cost
 from .channel_attention import build_channel_attention, channel_attention_cost
+from .layers import DropPath
 from .registry import BlockType, register
 
 LAYER_SCALE_INIT = 1e-2
@@ -62,7 +63,9 @@ class ConvFFN(nn.Module):
 
 
 class VANBlock(nn.Module):
-    def __init__(self, stage: StageConfig) -> None:
+    """Convs keep the model's default init (He on fan-out divided by groups), as VAN's code does."""
+
+    def __init__(self, stage: StageConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         dim = stage.width
         self.norm1 = nn.BatchNorm2d(dim)
@@ -72,10 +75,11 @@ class VANBlock(nn.Module):
         self.ffn = ConvFFN(dim, stage.hidden)
         self.layer_scale_1 = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim, 1, 1))
         self.layer_scale_2 = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim, 1, 1))
+        self.drop_path = DropPath(drop_path)  # on both residual branches, as VAN's code does
 
     def forward(self, x: torch.Tensor, shared: object = None) -> torch.Tensor:
-        x = x + self.layer_scale_1 * self.channel_attn(self.attn(self.norm1(x)))
-        x = x + self.layer_scale_2 * self.ffn(self.norm2(x))
+        x = x + self.drop_path(self.layer_scale_1 * self.channel_attn(self.attn(self.norm1(x))))
+        x = x + self.drop_path(self.layer_scale_2 * self.ffn(self.norm2(x)))
         return x
 
 
@@ -96,7 +100,7 @@ def van_block_cost(stage: StageConfig, size: int) -> Cost:
 register(
     BlockType(
         name="van",
-        build=lambda stage, size: VANBlock(stage),
+        build=lambda stage, size, drop_path=0.0: VANBlock(stage, drop_path=drop_path),
         cost=van_block_cost,
         description="VAN: LKA (DW conv, dilated DW conv, 1x1) attention map + conv FFN, BatchNorm",
     )
