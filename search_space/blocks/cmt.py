@@ -98,7 +98,7 @@ class InvertedResidualFFN(nn.Module):
 
 
 class CMTBlock(nn.Module):
-    def __init__(self, stage: StageConfig) -> None:
+    def __init__(self, stage: StageConfig, drop_path: float = 0.0) -> None:
         super().__init__()
         dim = stage.width
         self.lpu = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
@@ -147,10 +147,15 @@ def cmt_shared_cost(stage: StageConfig, size: int) -> Cost:
 register(
     BlockType(
         name="cmt",
-        build=lambda stage, size: CMTBlock(stage),
+        build=lambda stage, size, drop_path=0.0: CMTBlock(stage, drop_path=drop_path),
         cost=cmt_block_cost,
         build_shared=lambda stage, size: RelativePositionBias(stage.heads, size, stage.kv_reduction),
         shared_cost=cmt_shared_cost,
         description="CMT: LPU + lightweight MHSA (stride-k DW conv K/V, relative position bias) + IRFFN",
+        knobs=("heads", "kv_reduction"),
+        divides_width=("heads",),
+        divides_feature_map=("kv_reduction",),  # the bias is sized for an exact K/V grid
+        summary=lambda stage: {"heads": str(stage.heads), "kv_reduction": str(stage.kv_reduction)},
+        colour="#2ca02c",
     )
 )
