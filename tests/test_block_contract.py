@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from search_space import ArchConfig, ConfigError, SearchSpace, analytic_cost, build_model, traced_cost
-from search_space.blocks import block_knobs, block_names, get_block
+from search_space.blocks import BlockType, block_knobs, block_names, get_block, register
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTIONS = (64, 96)  # the config's own and another (CMT interpolates its bias, pads K/V)
@@ -137,6 +137,21 @@ def test_declarations_are_well_formed(block: str) -> None:
     assert len(block_type.colour) == 7 and block_type.colour.startswith("#")
     int(block_type.colour[1:], 16)
     assert block_type.description
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ({"knobs": ("mlp_ratio",)}, "knob 'mlp_ratio' is not a block-specific StageConfig field"),
+        ({"knobs": ("window",)}, "knob 'window' is not a block-specific StageConfig field"),
+        ({"divides_width": ("heads",)}, "'heads' is constrained but not listed in knobs"),
+    ],
+)
+def test_register_refuses_bad_declarations(declared: dict, message: str) -> None:
+    van = get_block("van")
+    with pytest.raises(ValueError, match=message):
+        register(BlockType(name="bad", build=van.build, cost=van.cost, **declared))
+    assert "bad" not in block_names()
 
 
 def _edit_stages(cfg: ArchConfig, stage: int | None = None, **changes: int) -> ArchConfig:
@@ -311,7 +326,8 @@ def test_search_with_a_new_block_family(tmp_path: Path) -> None:
     try:
         env = tagged.env(PYTHONPATH=f"{tmp_path / 'tree'}{os.pathsep}{REPO}")
         run = tmp_path / "run"
-        proc = run_cli(nas_cmd(*search_args(run, space, trials=2, epochs=1)), env, timeout=900)
+        # cwd: a "-m" run puts the working directory first on sys.path, before PYTHONPATH
+        proc = run_cli(nas_cmd(*search_args(run, space, trials=2, epochs=1)), env, timeout=900, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         exported = sorted((run / "pareto").glob("*.yaml"))
         assert exported, proc.stdout[-2000:]
