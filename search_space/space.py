@@ -30,6 +30,9 @@ SET_BY_DOWNSAMPLING = ("embed_kernel", "embed_stride", "embed_norm", "out_norm")
 # every other StageConfig field may be a knob; which block types read which is theirs to say
 STAGE_KNOBS = tuple(f.name for f in fields(StageConfig) if f.name not in SET_BY_DOWNSAMPLING)
 TOP_KNOBS = ("downsampling", "stem_channels", "head_fc_dim")
+_KNOB_TYPES: dict[str, type] = {f.name: {"int": int, "float": float}.get(str(f.type), str) for f in fields(StageConfig)}
+_NUMERIC: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float)}
+_ARTICLE = {int: "an integer", float: "a number", str: "a string"}
 
 
 class Chooser(Protocol):
@@ -212,18 +215,23 @@ class SearchSpace:
             for block in knobs["block"].values():
                 if block not in block_names():
                     raise ConfigError(f"{where}: unknown block type '{block}' (choose from {', '.join(block_names())})")
+            for key, knob in knobs.items():  # types first: costing a corner does arithmetic on them
+                kind = _KNOB_TYPES[key]
+                for value in knob.values():
+                    if not isinstance(value, _NUMERIC.get(kind, kind)) or isinstance(value, bool):
+                        raise ConfigError(f"{where}.{key}: choice {value!r} is not {_ARTICLE[kind]}")
             size = self.resolution // (4 * 2**i)
             for block in knobs["block"].values():  # the block types' own constraints, choice by choice
                 block_type = get_block(block)
                 for knob in block_type.divides_width:
-                    for value in _knob_values(knobs, knob):
+                    for value in _divisor_values(knobs, knob):
                         for width in knobs["width"].values():
                             if width % value:
                                 raise ConfigError(
                                     f"{where}: width choice {width} is not divisible by {knob} choice {value}"
                                 )
                 for knob in block_type.divides_feature_map:
-                    for value in _knob_values(knobs, knob):
+                    for value in _divisor_values(knobs, knob):
                         if size % value:
                             raise ConfigError(
                                 f"{where}: {knob} choice {value} does not divide the {size}x{size} feature map"
@@ -283,11 +291,11 @@ class SearchSpace:
         return best
 
 
-def _knob_values(knobs: Mapping[str, Knob], name: str) -> tuple[Any, ...]:
-    """A stage knob's choices, or the StageConfig default when the space leaves it out."""
-    if name in knobs:
-        return knobs[name].values()
-    return (StageConfig.__dataclass_fields__[name].default,)
+def _divisor_values(knobs: Mapping[str, Knob], name: str) -> tuple[int, ...]:
+    """A divisor knob's choices (the StageConfig default when the space leaves it out). Values
+    below 1 are skipped here: checking the corners reports them by name."""
+    values = knobs[name].values() if name in knobs else (StageConfig.__dataclass_fields__[name].default,)
+    return tuple(v for v in values if v >= 1)
 
 
 def _stage_cost(stage: StageConfig, index: int, resolution: int) -> Cost:

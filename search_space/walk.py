@@ -61,7 +61,9 @@ class NetworkPart(NamedTuple):
         if self.kind == "embed":
             return PatchEmbed(self.in_channels, self.stage_config)
         if self.kind == "shared":
-            return get_block(self.stage_config.block).build_shared(self.stage_config, self.config_size)  # type: ignore[misc]
+            build_shared = get_block(self.stage_config.block).build_shared
+            assert build_shared is not None  # the walk yields shared parts only for block types with one
+            return build_shared(self.stage_config, self.config_size)
         if self.kind == "block":
             stage = self.stage_config
             return get_block(stage.block).build(stage, self.config_size, drop_path=self.drop_path)

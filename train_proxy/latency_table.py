@@ -60,7 +60,6 @@ from torch import nn
 from search_space import ArchConfig, StageConfig
 from search_space.blocks.heads import ClassifierHead
 from search_space.blocks.layers import LayerNorm2d
-from search_space.blocks.registry import block_knobs as registered_block_knobs
 from search_space.blocks.registry import get_block
 from search_space.blocks.stems import PatchEmbed, build_stem
 from search_space.config import HeadConfig, StemConfig
@@ -99,11 +98,11 @@ def block_knobs(stage: StageConfig) -> dict[str, Any]:
     Knobs of other block types that this one does not read (``BlockType.knobs``) are dropped, so
     e.g. two VAN stages differing only in an unused ``heads`` share one entry.
     """
-    own, others = get_block(stage.block).knobs, registered_block_knobs()
+    block_type = get_block(stage.block)
     return {
         f.name: getattr(stage, f.name)
         for f in fields(StageConfig)
-        if f.name not in _NOT_BLOCK_KNOBS and (f.name in own or f.name not in others)
+        if f.name not in _NOT_BLOCK_KNOBS and block_type.reads(f.name)
     }
 
 
@@ -142,7 +141,8 @@ def _network_parts(cfg: ArchConfig, res: int) -> tuple[Part, ...]:
     for p in walk_parts(cfg, res):
         stage = cfg.stages[p.stage] if p.stage is not None else None
         if p.kind == "stem" and cfg.stem.kind != "none":
-            entry = {"part": "stem", "kind": cfg.stem.kind, "in": p.in_channels, "out": p.out_channels, "res": p.in_size}
+            entry = {"part": "stem", "kind": cfg.stem.kind, "in": p.in_channels, "out": p.out_channels,
+                     "res": p.in_size}  # fmt: skip
             parts.append(Part("stem", entry, 1))
         elif p.kind == "embed":
             assert stage is not None
