@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from search_space import ArchConfig, analytic_report
-from search_space.space import USED_BY
+from search_space.blocks import get_block
 
 from .run import Run, TrialRecord
 
@@ -41,10 +41,6 @@ class ArtifactInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _used(block: str, knob: str) -> bool:
-    return block in USED_BY.get(knob, (block,))
-
-
 def stage_table(cfg: ArchConfig) -> str:
     report = analytic_report(cfg)
     parts = dict(report.parts)
@@ -61,14 +57,8 @@ def stage_table(cfg: ArchConfig) -> str:
     lines.append(f"| stem | {stem_desc} | | | | | | | | | {_count(stem.params)} | {_macs(stem.macs)} |")
     for i, (stage, size) in enumerate(zip(cfg.stages, sizes)):
         cost = parts[f"stage{i + 1}"]
-        kernels = "-"
-        if stage.block == "van":
-            k, kd = stage.lka_kernel, stage.lka_dilated_kernel
-            kernels = f"LKA {k}x{k} + {kd}x{kd} d{stage.lka_dilation}"
-        elif stage.block == "acmix":
-            kernels = f"window {stage.attn_kernel}, shift conv {stage.conv_kernel}"
-        heads = str(stage.heads) if _used(stage.block, "heads") else "-"
-        kv = str(stage.kv_reduction) if _used(stage.block, "kv_reduction") else "-"
+        summary = get_block(stage.block).summary(stage)
+        heads, kv, kernels = (summary.get(column, "-") for column in ("heads", "kv_reduction", "kernels"))
         lines.append(
             f"| stage {i + 1} | {stage.block} | {stage.depth} | {stage.width} | {size}x{size} | {heads} | "
             f"{stage.mlp_ratio:g} | {kv} | {kernels} | {stage.channel_attention} | {_count(cost.params)} | "

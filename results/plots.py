@@ -16,11 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from search_space.blocks import block_types
+
 from .run import LABELS, TrialRecord
 
 FRONT = "#d62728"
 GREY = "#9a9a9a"
-BLOCK_COLOURS = {"van": "#1f77b4", "cmt": "#2ca02c", "acmix": "#ff7f0e"}
 ATTENTION_HATCH = {"none": "", "se": "//", "eca": ".."}
 DPI = 110
 
@@ -207,12 +208,13 @@ def block_mix_figure(front: Sequence[TrialRecord], title: str = "") -> Figure:
     """One stacked bar per front member: its stages bottom to top, height = depth (blocks),
     colour = block type, hatching = channel attention."""
     members = [t for t in front if t.config is not None]
+    colours = {b.name: b.colour for b in block_types()}  # each block type declares its colour
     fig = Figure(figsize=(max(6.0, 1.0 + 0.7 * len(members)), 4.6))
     ax = fig.add_subplot()
     for i, t in enumerate(members):
         bottom = 0
         for s, stage in enumerate(t.config.stages):  # type: ignore[union-attr]
-            ax.bar(i, stage.depth, bottom=bottom, color=BLOCK_COLOURS.get(stage.block, GREY), edgecolor="white",
+            ax.bar(i, stage.depth, bottom=bottom, color=colours.get(stage.block, GREY), edgecolor="white",
                    hatch=ATTENTION_HATCH.get(stage.channel_attention, ""), width=0.72)  # fmt: skip
             label = f"S{s + 1}\n{stage.width}" if stage.depth >= 2 else f"S{s + 1}"
             ax.text(i, bottom + stage.depth / 2, label, ha="center", va="center", fontsize=6.5, color="white",
@@ -224,7 +226,7 @@ def block_mix_figure(front: Sequence[TrialRecord], title: str = "") -> Figure:
     )
     ax.set_ylabel("blocks (stage depths, stage 1 at the bottom)")
     ax.set_xlabel("front members by MACs: trial, MACs, proxy accuracy (labels: stage, width)")
-    handles = [Patch(color=c, label=b) for b, c in BLOCK_COLOURS.items()]
+    handles = [Patch(color=c, label=b) for b, c in colours.items()]
     handles += [Patch(facecolor="white", edgecolor="black", hatch=h, label=f"{a.upper()} attention")
                 for a, h in ATTENTION_HATCH.items() if h]  # fmt: skip
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

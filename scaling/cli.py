@@ -19,6 +19,7 @@ from typing import Sequence
 from nas.cli import run_guarded
 from nas.cli_utils import OneLineErrorParser, non_negative_int, positive_int, print_json
 from search_space import UserError, resolve_config
+from search_space.blocks import get_block
 
 from .compound import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, Coefficients, Scaled, expand, format_phi
 from .family import build_family, format_table, notes, parse_names, parse_phis, summary_dict, table_rows
@@ -239,7 +240,7 @@ def format_expand(s: Scaled) -> str:
         ["widths", listing(base, "width"), listing(cfg, "width")],
         ["heads", listing(base, "heads"), listing(cfg, "heads")],
     ]
-    if any(st.block == "cmt" for st in cfg.stages):
+    if any("kv_reduction" in get_block(st.block).knobs for st in cfg.stages):
         rows.append(["K/V reduction", listing(base, "kv_reduction"), listing(cfg, "kv_reduction")])
     rows += [
         ["stem channels", stem(base), stem(cfg)],

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from nas.units import format_macs
 from search_space import ArchConfig, Cost, StageConfig, UserError, analytic_cost
+from search_space.blocks import get_block
 from search_space.transforms import round_depth, round_resolution, scale_widths, width_divisor
 
 DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA = 1.2, 1.3, 1.15
@@ -65,16 +66,18 @@ class Coefficients:
 
 @dataclass(frozen=True)
 class KVChange:
-    """A CMT stage whose K/V reduction had to change to divide its feature map."""
+    """A stage knob (CMT's K/V reduction) that had to change to divide the stage's feature map."""
 
     stage: int  # 1-based
     old: int
     new: int
     feature_size: int
+    knob: str = "kv_reduction"
 
     def describe(self) -> str:
+        label = "K/V reduction" if self.knob == "kv_reduction" else self.knob
         return (
-            f"stage{self.stage}: K/V reduction {self.old} does not divide the {self.feature_size}x"
+            f"stage{self.stage}: {label} {self.old} does not divide the {self.feature_size}x"
             f"{self.feature_size} feature map, used {self.new}"
         )
 
@@ -212,14 +215,17 @@ def scale(
 
 
 def fix_kv_reductions(cfg: ArchConfig) -> tuple[ArchConfig, tuple[KVChange, ...]]:
-    """Make every CMT K/V reduction divide its stage's feature map at the config's resolution."""
+    """Make every knob that must divide the feature map (``BlockType.divides_feature_map``: CMT's
+    K/V reduction) divide its stage's feature map at the config's resolution."""
     stages: list[StageConfig] = []
     changes: list[KVChange] = []
     for i, (stage, size) in enumerate(zip(cfg.stages, cfg.feature_sizes())):
-        if stage.block == "cmt" and size >= 1 and size % stage.kv_reduction:
-            new = nearest_divisor(size, stage.kv_reduction)
-            changes.append(KVChange(i + 1, stage.kv_reduction, new, size))
-            stage = replace(stage, kv_reduction=new)
+        for knob in get_block(stage.block).divides_feature_map:
+            old = getattr(stage, knob)
+            if size >= 1 and size % old:
+                new = nearest_divisor(size, old)
+                changes.append(KVChange(i + 1, old, new, size, knob))
+                stage = replace(stage, **{knob: new})
         stages.append(stage)
     return (cfg.replace(stages=tuple(stages)) if changes else cfg), tuple(changes)
 

@@ -174,7 +174,7 @@ class ArchConfig:
 
     # -- validation -------------------------------------------------------------------
     def validate(self, source: str = "config") -> None:
-        from .blocks.registry import block_names  # late import: blocks import this module
+        from .blocks.registry import block_names, get_block  # late import: blocks import this module
 
         def fail(msg: str) -> None:
             raise ConfigError(f"{source}: {msg}")
@@ -238,13 +238,9 @@ class ArchConfig:
                 fail(f"{at}: kv_reduction must be >= 1, got {stage.kv_reduction}")
             if size < 1:
                 fail(f"{at}: feature map vanishes at resolution {self.resolution}")
-            if stage.block in ("cmt", "acmix") and stage.width % stage.heads:
-                fail(f"{at}: width {stage.width} is not divisible by heads {stage.heads}")
-            if stage.block == "cmt" and size % stage.kv_reduction:
-                fail(
-                    f"{at}: kv_reduction {stage.kv_reduction} does not divide the stage's "
-                    f"{size}x{size} feature map at resolution {self.resolution}"
-                )
+            problem = get_block(stage.block).problem(stage, size, self.resolution)  # the block's own rules
+            if problem:
+                fail(f"{at}: {problem}")
 
 
 def _embed_out(size: int, kernel: int, stride: int) -> int:

@@ -1,7 +1,8 @@
 """Counting parameters and MACs ("FLOPs" in the VAN/CMT papers' sense).
 
 * ``analytic_cost``: pure arithmetic on the config (no tensors), microseconds per network, used
-  while sampling. One cost function per block type lives next to the block (the registry).
+  while sampling. It sums the costs of the parts `search_space.walk` lists (the parts
+  `build_model` builds); one cost function per block type lives next to the block (the registry).
 * ``traced_cost``: builds the model on the meta device and runs it under FlopCounterMode
   (conv, linear, matmul and SDPA, exact on meta), plus the elementwise attention products that
   blocks record themselves. Used to check the analytic model.
@@ -19,13 +20,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .blocks.heads import head_cost
-from .blocks.registry import get_block
-from .blocks.stems import patch_embed_cost, stem_cost
 from .blocks.traced_macs import recording
 from .config import ArchConfig
-from .cost import Cost
-from . import cost as C
+from .cost import ZERO, Cost
+from .walk import network_parts
 
 
 @dataclass(frozen=True)
@@ -41,23 +39,18 @@ def analytic_report(cfg: ArchConfig, resolution: int | None = None) -> CostRepor
 
 @lru_cache(maxsize=8192)  # configs are frozen and hashable; samplers revisit the same ones
 def _analytic_report(cfg: ArchConfig, res: int) -> CostReport:
-    parts: list[tuple[str, Cost]] = [("stem", stem_cost(cfg.stem, cfg.in_channels, res))]
-    channels = cfg.stem.channels if cfg.stem.kind == "conv3" else cfg.in_channels
-    config_sizes = cfg.feature_sizes()
-    sizes = cfg.feature_sizes(res)
-    for i, (stage, size, config_size) in enumerate(zip(cfg.stages, sizes, config_sizes)):
-        block = get_block(stage.block)
-        stage_cost = (
-            patch_embed_cost(channels, stage, size)
-            + block.shared_cost(stage, config_size)  # parameters sized for the configured resolution
-            + block.cost(stage, size) * stage.depth
-            + (C.norm(stage.width) if stage.out_norm == "ln" else Cost())
-        )
-        parts.append((f"stage{i + 1}", stage_cost))
-        channels = stage.width
-    parts.append(("head", head_cost(cfg.head, channels, sizes[-1], cfg.num_classes)))
-    total = sum((c for _, c in parts), Cost())
-    return CostReport(total, tuple(parts), res)
+    totals: dict[str, Cost] = {}
+    for part in network_parts(cfg, res):
+        if part.kind == "block":
+            if part.index:
+                continue  # a stage's blocks are identical: the first one counts for all
+            cost = part.cost() * cfg.stages[part.stage].depth
+        else:
+            cost = part.cost()
+        group = part.group
+        totals[group] = totals[group] + cost if group in totals else cost
+    total = sum(totals.values(), ZERO)
+    return CostReport(total, tuple(totals.items()), res)
 
 
 def analytic_cost(cfg: ArchConfig, resolution: int | None = None) -> Cost:

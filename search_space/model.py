@@ -2,38 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from .blocks.heads import ClassifierHead
-from .blocks.layers import LayerNorm2d
-from .blocks.registry import get_block
-from .blocks.stems import PatchEmbed, build_stem
-from .config import ArchConfig, StageConfig
-
-
-def drop_path_schedule(cfg: ArchConfig) -> list[float]:
-    """Each block's stochastic depth rate, in network order: linear from 0 at the first block to
-    ``cfg.drop_path_rate`` at the last (VAN's and CMT's torch.linspace(0, rate, sum(depths)))."""
-    n = sum(stage.depth for stage in cfg.stages)
-    if n == 1:
-        return [0.0]
-    return [cfg.drop_path_rate * (i / (n - 1)) for i in range(n)]  # ends exactly at the rate
+from .config import ArchConfig
+from .walk import NetworkPart, drop_path_schedule, network_parts  # noqa: F401  (re-exported)
 
 
 class Stage(nn.Module):
-    def __init__(self, stage: StageConfig, in_channels: int, size: int, drop_paths: Sequence[float] = ()) -> None:
+    """A patch embedding, the stage's shared module (if its block type has one), blocks, end norm."""
+
+    def __init__(
+        self, embed: nn.Module, shared: nn.Module | None, blocks: list[nn.Module], out_norm: nn.Module | None
+    ) -> None:
         super().__init__()
-        block_type = get_block(stage.block)
-        rates = list(drop_paths) or [0.0] * stage.depth  # one stochastic depth rate per block
-        if len(rates) != stage.depth:
-            raise ValueError(f"{len(rates)} drop path rates for a stage of depth {stage.depth}")
-        self.embed = PatchEmbed(in_channels, stage)
-        self.shared = block_type.build_shared(stage, size) if block_type.build_shared else None
-        self.blocks = nn.ModuleList(block_type.build(stage, size, drop_path=rate) for rate in rates)
-        self.out_norm = LayerNorm2d(stage.width, eps=1e-6) if stage.out_norm == "ln" else nn.Identity()
+        self.embed = embed
+        self.shared = shared
+        self.blocks = nn.ModuleList(blocks)
+        self.out_norm = out_norm if out_norm is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
@@ -48,14 +34,14 @@ class HybridNet(nn.Module):
     def __init__(self, cfg: ArchConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.stem, channels = build_stem(cfg.stem, cfg.in_channels)
-        stages, rates = [], drop_path_schedule(cfg)
-        for stage, size in zip(cfg.stages, cfg.feature_sizes()):
-            stages.append(Stage(stage, channels, size, rates[: stage.depth]))
-            rates = rates[stage.depth :]
-            channels = stage.width
-        self.stages = nn.ModuleList(stages)
-        self.head = ClassifierHead(cfg.head, channels, cfg.num_classes)
+        # modules are built in forward order (the order the parameter init draws random numbers)
+        built: dict[str, list[tuple[NetworkPart, nn.Module | None]]] = {}
+        for part in network_parts(cfg):
+            built.setdefault(part.group, []).append((part, part.build()))
+        self.stem = built.pop("stem")[0][1]
+        head = built.pop("head")[0][1]
+        self.stages = nn.ModuleList(_assemble_stage(members) for members in built.values())
+        self.head = head
         self.apply(_init_weights)
         for module in self.modules():  # a block family's own rule replaces the default (CMT)
             if module is not self and callable(getattr(module, "init_weights", None)):
@@ -87,6 +73,18 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, (2.0 / fan_out) ** 0.5)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def _assemble_stage(members: list[tuple[NetworkPart, nn.Module | None]]) -> Stage:
+    by_kind: dict[str, list[nn.Module | None]] = {}
+    for part, module in members:
+        by_kind.setdefault(part.kind, []).append(module)
+    return Stage(
+        by_kind["embed"][0],
+        by_kind.get("shared", [None])[0],
+        by_kind["block"],  # type: ignore[arg-type]
+        by_kind.get("out_norm", [None])[0],
+    )
 
 
 def build_model(cfg: ArchConfig) -> HybridNet:

@@ -1,9 +1,9 @@
 """Search spaces: a YAML description of per-stage choices, sampled define-by-run into `ArchConfig`s.
 
 A knob is written as a scalar (fixed), a list (categorical choice) or a mapping
-``{low, high, step}`` (integer range). Knobs that only matter for some block types (heads for
-CMT/ACmix, K/V reduction for CMT, LKA kernels for VAN, windows for ACmix) are only suggested when
-the sampled block uses them, so a sampler sees a conditional (define-by-run) space.
+``{low, high, step}`` (integer range). Knobs that only matter for some block types (each block type
+lists its own in ``BlockType.knobs``: heads for CMT/ACmix, K/V reduction for CMT, ...) are only
+suggested when the sampled block reads them, so a sampler sees a conditional (define-by-run) space.
 
 ``SearchSpace.suggest(trial)`` works with an Optuna trial or with ``RandomChooser`` (seeded), so
 random sampling and Optuna sampling share one code path.
@@ -13,32 +13,26 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import yaml
 
+from .blocks.registry import block_names, get_block
 from .config import ArchConfig, HeadConfig, StageConfig, StemConfig
 from .cost import Cost
 from .errors import ConfigError
 
-DOWNSAMPLING = ("cmt", "van")
-STAGE_KNOBS = (
-    "block", "depth", "width", "mlp_ratio", "heads", "kv_reduction", "channel_attention",
-    "lka_kernel", "lka_dilated_kernel", "lka_dilation", "attn_kernel", "conv_kernel",
-)  # fmt: skip
-USED_BY = {  # knobs a block type reads; others are left at their defaults
-    "heads": ("cmt", "acmix"),
-    "kv_reduction": ("cmt",),
-    "lka_kernel": ("van",),
-    "lka_dilated_kernel": ("van",),
-    "lka_dilation": ("van",),
-    "attn_kernel": ("acmix",),
-    "conv_kernel": ("acmix",),
-}
+DOWNSAMPLING = ("cmt", "van")  # stem and patch-embedding style, set for the whole network
+SET_BY_DOWNSAMPLING = ("embed_kernel", "embed_stride", "embed_norm", "out_norm")
+# every other StageConfig field may be a knob; which block types read which is theirs to say
+STAGE_KNOBS = tuple(f.name for f in fields(StageConfig) if f.name not in SET_BY_DOWNSAMPLING)
 TOP_KNOBS = ("downsampling", "stem_channels", "head_fc_dim")
+_KNOB_TYPES: dict[str, type] = {f.name: {"int": int, "float": float}.get(str(f.type), str) for f in fields(StageConfig)}
+_NUMERIC: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float)}
+_ARTICLE = {int: "an integer", float: "a number", str: "a string"}
 
 
 class Chooser(Protocol):
@@ -184,9 +178,10 @@ class SearchSpace:
         for i, knobs in enumerate(self.stages):
             prefix = f"s{i + 1}."
             block = knobs["block"].suggest(chooser, prefix + "block")
+            block_type = get_block(block)
             values: dict[str, Any] = {"block": block}
             for key, knob in knobs.items():
-                if key == "block" or block not in USED_BY.get(key, (block,)):
+                if key == "block" or not block_type.reads(key):
                     continue
                 values[key] = knob.suggest(chooser, prefix + key)
             if "mlp_ratio" in values:
@@ -208,8 +203,6 @@ class SearchSpace:
 
     # -- checks -----------------------------------------------------------------------
     def validate(self, source: str = "space") -> None:
-        from .blocks.registry import block_names
-
         if self.resolution < 32 or self.resolution % 32:
             raise ConfigError(f"{source}: resolution {self.resolution} is not a positive multiple of 32")
         for value in self.top["downsampling"].values():
@@ -222,15 +215,27 @@ class SearchSpace:
             for block in knobs["block"].values():
                 if block not in block_names():
                     raise ConfigError(f"{where}: unknown block type '{block}' (choose from {', '.join(block_names())})")
+            for key, knob in knobs.items():  # types first: costing a corner does arithmetic on them
+                kind = _KNOB_TYPES[key]
+                for value in knob.values():
+                    if not isinstance(value, _NUMERIC.get(kind, kind)) or isinstance(value, bool):
+                        raise ConfigError(f"{where}.{key}: choice {value!r} is not {_ARTICLE[kind]}")
             size = self.resolution // (4 * 2**i)
-            heads = knobs.get("heads", Knob((1,))).values()
-            for width in knobs["width"].values():
-                for h in heads:
-                    if "heads" in knobs and width % h:
-                        raise ConfigError(f"{where}: width choice {width} is not divisible by heads choice {h}")
-            for r in knobs.get("kv_reduction", Knob((1,))).values():
-                if size % r:
-                    raise ConfigError(f"{where}: kv_reduction choice {r} does not divide the {size}x{size} feature map")
+            for block in knobs["block"].values():  # the block types' own constraints, choice by choice
+                block_type = get_block(block)
+                for knob in block_type.divides_width:
+                    for value in _divisor_values(knobs, knob):
+                        for width in knobs["width"].values():
+                            if width % value:
+                                raise ConfigError(
+                                    f"{where}: width choice {width} is not divisible by {knob} choice {value}"
+                                )
+                for knob in block_type.divides_feature_map:
+                    for value in _divisor_values(knobs, knob):
+                        if size % value:
+                            raise ConfigError(
+                                f"{where}: {knob} choice {value} does not divide the {size}x{size} feature map"
+                            )
         # every extreme corner must be a valid architecture (catches bad depths, ratios, kernels)
         self.smallest()
 
@@ -246,10 +251,17 @@ class SearchSpace:
             per_stage.append([{**fixed, **c} for c in combos])
         return per_stage  # type: ignore[return-value]
 
-    def smallest(self) -> tuple[ArchConfig, Cost]:
-        """The architecture with the fewest MACs (stage costs are additive, so minimise per stage)."""
+    def smallest(self, by: str = "macs") -> tuple[ArchConfig, Cost]:
+        """The architecture with the fewest MACs (``by="macs"``) or parameters (``by="params"``).
+
+        At the "min" corner the widths are fixed, so the patch embeddings no longer depend on the
+        choices and stage costs add up: the cheapest option is picked stage by stage, for each
+        downsampling family (parameters do not depend on the resolution; MACs at the space's).
+        """
         from .counting import analytic_cost
 
+        if by not in ("macs", "params"):
+            raise ValueError(f"smallest(by={by!r}): choose 'macs' or 'params'")
         best: tuple[ArchConfig, Cost] | None = None
         for down in self.top["downsampling"].values():
             stem_channels = min(self.top["stem_channels"].values()) if down == "cmt" else 0
@@ -258,37 +270,39 @@ class SearchSpace:
             for i, options in enumerate(self.corner("min")):
                 candidates = []
                 for values in options:
-                    values = {k: v for k, v in values.items() if values["block"] in USED_BY.get(k, (values["block"],))}
+                    block_type = get_block(values["block"])
+                    values = {k: v for k, v in values.items() if block_type.reads(k)}
                     values["mlp_ratio"] = float(values.get("mlp_ratio", 4.0))
                     candidates.append(StageConfig(**values, **_embedding(down, i)))
-                stages.append(min(candidates, key=lambda s: _stage_macs(s, i, self.resolution)))
+                stages.append(min(candidates, key=lambda s: getattr(_stage_cost(s, i, self.resolution), by)))
             cfg = ArchConfig(
                 name="smallest",
                 resolution=self.resolution,
                 num_classes=self.num_classes,
                 stem=StemConfig("conv3", stem_channels) if down == "cmt" else StemConfig("none", 0),
-                stages=tuple(s if down != "van" else _with_out_norm(s) for s in stages),
+                stages=tuple(s if down != "van" else replace(s, out_norm="ln") for s in stages),
                 head=HeadConfig("conv_bn_act", fc_dim, 0.0) if fc_dim else HeadConfig("linear", 0, 0.0),
             )
             cfg.validate("smallest architecture of the space")
             cost = analytic_cost(cfg)
-            if best is None or cost.macs < best[1].macs:
+            if best is None or getattr(cost, by) < getattr(best[1], by):
                 best = (cfg, cost)
         assert best is not None
         return best
 
 
-def _with_out_norm(stage: StageConfig) -> StageConfig:
-    from dataclasses import replace
+def _divisor_values(knobs: Mapping[str, Knob], name: str) -> tuple[int, ...]:
+    """A divisor knob's choices (the StageConfig default when the space leaves it out). Values
+    below 1 are skipped here: checking the corners reports them by name."""
+    values = knobs[name].values() if name in knobs else (StageConfig.__dataclass_fields__[name].default,)
+    return tuple(v for v in values if v >= 1)
 
-    return replace(stage, out_norm="ln")
 
-
-def _stage_macs(stage: StageConfig, index: int, resolution: int) -> int:
-    from .blocks.registry import get_block
-
+def _stage_cost(stage: StageConfig, index: int, resolution: int) -> Cost:
+    """A stage's blocks and shared module (what its choices change) at the space's resolution."""
+    block_type = get_block(stage.block)
     size = resolution // (4 * 2**index)
-    return get_block(stage.block).cost(stage, size).macs * stage.depth
+    return block_type.cost(stage, size) * stage.depth + block_type.shared_cost(stage, size)
 
 
 def _embedding(downsampling: str, index: int) -> dict[str, Any]:

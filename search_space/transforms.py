@@ -1,7 +1,7 @@
 """Structural edits of an `ArchConfig` with the engine's rounding rules (one place for them).
 
-Rules: a width is rounded to the nearest multiple of lcm(8, heads) (heads only for blocks that
-use them), never below that multiple and never more than 10% below the unrounded value
+Rules: a width is rounded to the nearest multiple of lcm(8, heads) (the knobs a block type declares
+in ``divides_width``), never below that multiple and never more than 10% below the unrounded value
 (EfficientNet's rule); a depth is rounded up and is at least 1; a resolution is rounded to the
 nearest multiple of 32 (at least 32).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from .blocks.registry import get_block
 from .config import ArchConfig, StageConfig
 
 WIDTH_DIVISOR = 8
@@ -18,8 +19,7 @@ RESOLUTION_DIVISOR = 32
 
 
 def width_divisor(stage: StageConfig, divisor: int = WIDTH_DIVISOR) -> int:
-    heads = stage.heads if stage.block in ("cmt", "acmix") else 1
-    return math.lcm(divisor, heads)
+    return math.lcm(divisor, get_block(stage.block).width_multiple(stage))
 
 
 def round_width(width: float, multiple: int) -> int:

@@ -64,7 +64,7 @@ from search_space.blocks.registry import get_block
 from search_space.blocks.stems import PatchEmbed, build_stem
 from search_space.config import HeadConfig, StemConfig
 from search_space.errors import UserError
-from search_space.space import USED_BY
+from search_space.walk import network_parts as walk_parts
 
 from .latency import device_name, pinned_threads, resolve_device, time_callable, time_module
 
@@ -76,7 +76,6 @@ DEFAULT_TABLE_REPEATS = 20
 # Stage fields that never change a block's own latency (they belong to the patch embedding,
 # the stage-end norm, or multiply the block).
 _NOT_BLOCK_KNOBS = frozenset({"depth", "embed_kernel", "embed_stride", "embed_norm", "out_norm"})
-_BLOCKS_IN_USED_BY = frozenset(b for users in USED_BY.values() for b in users)
 
 
 def default_cache_dir() -> Path:
@@ -96,19 +95,15 @@ def _key(entry: dict[str, Any]) -> str:
 def block_knobs(stage: StageConfig) -> dict[str, Any]:
     """The stage fields a block's latency depends on.
 
-    Knobs that `search_space.space.USED_BY` says the block type ignores are dropped, so e.g. two
-    VAN stages differing only in an unused ``heads`` share one entry. A block type not named in
-    USED_BY keeps every knob (safe for newly registered blocks).
+    Knobs of other block types that this one does not read (``BlockType.knobs``) are dropped, so
+    e.g. two VAN stages differing only in an unused ``heads`` share one entry.
     """
-    knobs = {}
-    for f in fields(StageConfig):
-        if f.name in _NOT_BLOCK_KNOBS:
-            continue
-        users = USED_BY.get(f.name)
-        if users is not None and stage.block in _BLOCKS_IN_USED_BY and stage.block not in users:
-            continue
-        knobs[f.name] = getattr(stage, f.name)
-    return knobs
+    block_type = get_block(stage.block)
+    return {
+        f.name: getattr(stage, f.name)
+        for f in fields(StageConfig)
+        if f.name not in _NOT_BLOCK_KNOBS and block_type.reads(f.name)
+    }
 
 
 LAYOUTS = ("nchw", "nhwc")
@@ -141,30 +136,34 @@ def network_parts(cfg: ArchConfig, resolution: int | None = None) -> tuple[Part,
 
 @lru_cache(maxsize=4096)  # configs are frozen and hashable; a search predicts the same ones again
 def _network_parts(cfg: ArchConfig, res: int) -> tuple[Part, ...]:
+    """The walk of `search_space.walk`, one entry per distinct part (a stage's blocks share one)."""
     parts: list[Part] = []
-    channels, size = cfg.in_channels, res
-    if cfg.stem.kind != "none":
-        parts.append(Part("stem", {"part": "stem", "kind": cfg.stem.kind, "in": channels,
-                                   "out": cfg.stem.channels, "res": res}, 1))  # fmt: skip
-        channels, size = cfg.stem.channels, res // cfg.stem.stride
-    sizes, config_sizes = cfg.feature_sizes(res), cfg.feature_sizes()
-    for i, (stage, out_size, config_size) in enumerate(zip(cfg.stages, sizes, config_sizes)):
-        name = f"stage{i + 1}"
-        embed = {"part": "embed", "in": channels, "out": stage.width, "kernel": stage.embed_kernel,
-                 "stride": stage.embed_stride, "norm": stage.embed_norm, "in_size": size, "out_size": out_size}  # fmt: skip
-        parts.append(Part(f"{name}.embed", embed, 1))
-        block = {"part": "block", **block_knobs(stage), "size": out_size}
-        if get_block(stage.block).build_shared is not None:
-            block["config_size"] = config_size  # shared modules (CMT's bias) are sized for the config
-        parts.append(Part(f"{name}.block", block, stage.depth))
-        if stage.out_norm != "none":
-            parts.append(Part(f"{name}.out_norm", {"part": "out_norm", "kind": stage.out_norm,
-                                                    "width": stage.width, "size": out_size}, 1))  # fmt: skip
-        channels, size = stage.width, out_size
-    head = {"part": "head", "kind": cfg.head.kind, "in": channels, "fc_dim": cfg.head.fc_dim,
-            "classes": cfg.num_classes, "size": size}  # fmt: skip
-    parts.append(Part("head", head, 1))
-    return tuple(parts)
+    for p in walk_parts(cfg, res):
+        stage = cfg.stages[p.stage] if p.stage is not None else None
+        if p.kind == "stem" and cfg.stem.kind != "none":
+            entry = {"part": "stem", "kind": cfg.stem.kind, "in": p.in_channels, "out": p.out_channels,
+                     "res": p.in_size}  # fmt: skip
+            parts.append(Part("stem", entry, 1))
+        elif p.kind == "embed":
+            assert stage is not None
+            entry = {"part": "embed", "in": p.in_channels, "out": p.out_channels, "kernel": stage.embed_kernel,
+                     "stride": stage.embed_stride, "norm": stage.embed_norm, "in_size": p.in_size, "out_size": p.size}  # fmt: skip
+            parts.append(Part(p.group + ".embed", entry, 1))
+        elif p.kind == "block" and p.index == 0:  # the stage's blocks are identical: one entry, depth times
+            assert stage is not None
+            entry = {"part": "block", **block_knobs(stage), "size": p.size}
+            if get_block(stage.block).build_shared is not None:
+                entry["config_size"] = p.config_size  # shared modules (CMT's bias) are sized for the config
+            parts.append(Part(p.group + ".block", entry, stage.depth))
+        elif p.kind == "out_norm":
+            assert stage is not None
+            entry = {"part": "out_norm", "kind": stage.out_norm, "width": p.out_channels, "size": p.size}
+            parts.append(Part(p.group + ".out_norm", entry, 1))
+        elif p.kind == "head":
+            entry = {"part": "head", "kind": cfg.head.kind, "in": p.in_channels, "fc_dim": cfg.head.fc_dim,
+                     "classes": cfg.num_classes, "size": p.in_size}  # fmt: skip
+            parts.append(Part("head", entry, 1))
+    return tuple(parts)  # the shared module (CMT's bias) is timed inside its blocks' entry
 
 
 class _BlockProbe(nn.Module):

@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search_space import ArchConfig, analytic_cost
+from search_space.blocks import get_block
 
 from ..units import format_count, format_macs
 from .run_dir import RunDir, write_json_atomic, write_text_atomic
@@ -149,8 +150,8 @@ def card(m: FrontMember, settings: SearchSettings, space_name: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, s in enumerate(m.cfg.stages, 1):
-        heads = s.heads if s.block in ("cmt", "acmix") else "-"
-        kv = s.kv_reduction if s.block == "cmt" else "-"
+        summary = get_block(s.block).summary(s)
+        heads, kv = summary.get("heads", "-"), summary.get("kv_reduction", "-")
         lines.append(f"| {i} | {s.block} | {s.depth} | {s.width} | {s.mlp_ratio:g} | {heads} | {kv} | {s.channel_attention} |")
     lines += [
         "",

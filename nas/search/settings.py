@@ -277,39 +277,5 @@ def check_space_fits(s: SearchSettings, space: SearchSpace) -> None:
 
 
 def fewest_params(space: SearchSpace) -> int:
-    """The fewest parameters of any architecture in the space.
-
-    Parameters do not depend on resolution and stage choices add up once the widths are fixed at
-    their minimum, so the minimum is reached by choosing, stage by stage, the cheapest of the
-    "min" corner options (every categorical mix at the smallest depth, width and ratio), for each
-    downsampling family.
-    """
-    from search_space.config import ArchConfig, HeadConfig, StageConfig, StemConfig
-    from search_space.space import USED_BY, _embedding, _with_out_norm
-
-    fc_dim = min(space.top["head_fc_dim"].values())
-    head = HeadConfig("conv_bn_act", fc_dim, 0.0) if fc_dim else HeadConfig("linear", 0, 0.0)
-    best: int | None = None
-    for down in space.top["downsampling"].values():
-        stem = StemConfig("conv3", min(space.top["stem_channels"].values())) if down == "cmt" else StemConfig("none", 0)
-        options: list[list[StageConfig]] = []
-        for i, corner in enumerate(space.corner("min")):
-            stage_options = []
-            for values in corner:
-                used = {k: v for k, v in values.items() if values["block"] in USED_BY.get(k, (values["block"],))}
-                used["mlp_ratio"] = float(used.get("mlp_ratio", 4.0))
-                stage = StageConfig(**used, **_embedding(down, i))
-                stage_options.append(_with_out_norm(stage) if down == "van" else stage)
-            options.append(stage_options)
-
-        def params_of(stages: list[StageConfig], stem: StemConfig = stem) -> int:
-            cfg = ArchConfig(tuple(stages), "fewest", space.resolution, space.num_classes, stem=stem, head=head)
-            return analytic_cost(cfg).params
-
-        chosen = [stage_options[0] for stage_options in options]
-        for i, stage_options in enumerate(options):
-            chosen[i] = min(stage_options, key=lambda st, i=i: params_of([*chosen[:i], st, *chosen[i + 1 :]]))
-        params = params_of(chosen)
-        best = params if best is None else min(best, params)
-    assert best is not None
-    return best
+    """The fewest parameters of any architecture in the space."""
+    return space.smallest(by="params")[1].params

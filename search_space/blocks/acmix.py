@@ -181,11 +181,19 @@ def acmix_block_cost(stage: StageConfig, size: int) -> Cost:
     return C.norm(dim) * 2 + mixer + channel_attention_cost(stage.channel_attention, dim) + ffn
 
 
+def acmix_summary(stage: StageConfig) -> dict[str, str]:
+    return {"heads": str(stage.heads), "kernels": f"window {stage.attn_kernel}, shift conv {stage.conv_kernel}"}
+
+
 register(
     BlockType(
         name="acmix",
         build=lambda stage, size, drop_path=0.0: ACmixBlock(stage, drop_path=drop_path),
         cost=acmix_block_cost,
         description="ACmix: shared 1x1 q/k/v -> window self-attention + shift convolution, learned mix",
+        knobs=("heads", "attn_kernel", "conv_kernel"),
+        divides_width=("heads",),
+        summary=acmix_summary,
+        colour="#ff7f0e",
     )
 )

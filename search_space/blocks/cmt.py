@@ -165,5 +165,10 @@ register(
         build_shared=lambda stage, size: RelativePositionBias(stage.heads, size, stage.kv_reduction),
         shared_cost=cmt_shared_cost,
         description="CMT: LPU + lightweight MHSA (stride-k DW conv K/V, relative position bias) + IRFFN",
+        knobs=("heads", "kv_reduction"),
+        divides_width=("heads",),
+        divides_feature_map=("kv_reduction",),  # the bias is sized for an exact K/V grid
+        summary=lambda stage: {"heads": str(stage.heads), "kv_reduction": str(stage.kv_reduction)},
+        colour="#2ca02c",
     )
 )

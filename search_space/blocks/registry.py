@@ -1,50 +1,155 @@
-"""The one block registry: block type name -> how to build it and what it costs.
+"""The one block registry: everything the engine knows about a block type, declared by the block.
 
 A block is a token mixer plus a channel FFN with norms and residuals. Every block takes and
 returns NCHW tensors, so any stage may use any block. A block type may also own a per-stage
 ``shared`` module (CMT's relative position bias), built once per stage and passed to each block.
+
+A block family is one module of this package that calls ``register(BlockType(...))``; modules are
+discovered (every module of the package is imported once, on first use of the registry), so
+adding a family edits no other file. Helper modules that register nothing are harmless.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+import importlib
+import math
+import pkgutil
+import sys
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping, Optional
 
 from torch import nn
 
 from ..config import StageConfig
 from ..cost import ZERO, Cost
 
+# Stage fields every block reads (or the stage itself uses: depth, the patch embedding, the
+# stage-end norm). Any other StageConfig field is a block knob: read only by the block types
+# that declare it in ``knobs``, ignored (and not sampled) for the others.
+COMMON_STAGE_FIELDS = frozenset(
+    {"block", "depth", "width", "mlp_ratio", "channel_attention", "embed_kernel", "embed_stride", "embed_norm",
+     "out_norm"}
+)  # fmt: skip
+_STAGE_FIELDS = tuple(f.name for f in fields(StageConfig))
+DEFAULT_COLOUR = "#9a9a9a"
+
+
+def _no_summary(stage: StageConfig) -> Mapping[str, str]:
+    return {}
+
+
+def _no_check(stage: StageConfig, size: int) -> Optional[str]:
+    return None
+
 
 @dataclass(frozen=True)
 class BlockType:
+    """A block family. Only ``name``, ``build``, ``cost`` are required.
+
+    * ``build(stage, size, drop_path=rate)``: one block; ``size`` is the stage's feature side at
+      the config resolution, ``drop_path`` its stochastic-depth rate.
+    * ``cost(stage, size)``: params and MACs of one block at a ``size`` x ``size`` feature map.
+    * ``build_shared`` / ``shared_cost``: the optional per-stage module, sized at the config
+      resolution (built once per stage, passed to every block's forward as ``shared``).
+    * ``knobs``: the StageConfig fields beyond the common ones that the block reads (e.g. heads).
+      The search space samples them only for this block; the latency table keys on them.
+    * ``divides_width``: knobs that must divide the stage width (heads); widths are rounded to
+      multiples of them.
+    * ``divides_feature_map``: knobs that must divide the stage's feature side at the config
+      resolution (CMT's K/V reduction); scaling repairs them when the resolution changes.
+    * ``check(stage, size)``: any further rule, returning a problem (one phrase) or None.
+    * ``summary(stage)``: the block's cells of per-stage tables, keyed by column: ``heads``,
+      ``kv_reduction``, ``kernels``; a missing column is shown as "-".
+    * ``colour``: its colour in plots.
+    """
+
     name: str
-    # (stage, feature size at config resolution, drop_path=rate): the block's stochastic depth rate
     build: Callable[..., nn.Module]
-    cost: Callable[[StageConfig, int], Cost]  # one block at a size x size feature map
+    cost: Callable[[StageConfig, int], Cost]
     build_shared: Optional[Callable[[StageConfig, int], Optional[nn.Module]]] = None
     shared_cost: Callable[[StageConfig, int], Cost] = lambda stage, size: ZERO
     description: str = ""
+    knobs: tuple[str, ...] = ()
+    divides_width: tuple[str, ...] = ()
+    divides_feature_map: tuple[str, ...] = ()
+    check: Callable[[StageConfig, int], Optional[str]] = _no_check
+    summary: Callable[[StageConfig], Mapping[str, str]] = _no_summary
+    colour: str = DEFAULT_COLOUR
+
+    def reads(self, field: str) -> bool:
+        """Whether this block type depends on the stage field ``field``."""
+        return field in self.knobs or field not in block_knobs()
+
+    def problem(self, stage: StageConfig, size: int, resolution: int) -> Optional[str]:
+        """The first thing wrong with ``stage`` for this block type (``size``: feature side), or None."""
+        for knob in self.divides_width:
+            value = getattr(stage, knob)
+            if stage.width % value:
+                return f"width {stage.width} is not divisible by {knob} {value}"
+        for knob in self.divides_feature_map:
+            value = getattr(stage, knob)
+            if size % value:
+                return (
+                    f"{knob} {value} does not divide the stage's {size}x{size} feature map at resolution {resolution}"
+                )
+        return self.check(stage, size)
+
+    def width_multiple(self, stage: StageConfig) -> int:
+        """The number every width of this block must be a multiple of (1 when unconstrained)."""
+        return math.lcm(1, *(getattr(stage, knob) for knob in self.divides_width))
 
 
 _REGISTRY: dict[str, BlockType] = {}
+_loaded = False
+_block_knobs: frozenset[str] | None = None
 
 
 def register(block_type: BlockType) -> BlockType:
+    global _block_knobs
     if block_type.name in _REGISTRY:
         raise ValueError(f"block type '{block_type.name}' registered twice")
+    declared = (*block_type.knobs, *block_type.divides_width, *block_type.divides_feature_map)
+    for knob in declared:
+        if knob not in _STAGE_FIELDS or knob in COMMON_STAGE_FIELDS:
+            raise ValueError(
+                f"block type '{block_type.name}': knob '{knob}' is not a block-specific StageConfig field "
+                f"(choose from {', '.join(f for f in _STAGE_FIELDS if f not in COMMON_STAGE_FIELDS)})"
+            )
+        if knob not in block_type.knobs:
+            raise ValueError(f"block type '{block_type.name}': '{knob}' is constrained but not listed in knobs")
     _REGISTRY[block_type.name] = block_type
+    _block_knobs = None
     return block_type
 
 
 def _ensure_loaded() -> None:
-    # Import every block module (idempotent): importing one family directly must not hide the others.
-    from . import acmix, cmt, van  # noqa: F401  (registration side effect)
+    """Import every module of this package once (registration is their import side effect)."""
+    global _loaded
+    if _loaded:
+        return
+    package = sys.modules[__package__]
+    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not module.name.startswith("_") and module.name != "registry":
+            importlib.import_module(f"{__package__}.{module.name}")
+    _loaded = True  # only once every import succeeded: a broken module keeps failing loudly
 
 
 def block_names() -> tuple[str, ...]:
     _ensure_loaded()
     return tuple(sorted(_REGISTRY))
+
+
+def block_types() -> tuple[BlockType, ...]:
+    return tuple(_REGISTRY[name] for name in block_names())
+
+
+def block_knobs() -> frozenset[str]:
+    """Every field some registered block type declares as its own knob."""
+    global _block_knobs
+    if _block_knobs is None:
+        _ensure_loaded()
+        _block_knobs = frozenset(knob for bt in _REGISTRY.values() for knob in bt.knobs)
+    return _block_knobs
 
 
 def get_block(name: str) -> BlockType:

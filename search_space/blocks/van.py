@@ -97,11 +97,19 @@ def van_block_cost(stage: StageConfig, size: int) -> Cost:
     return mixer + channel_attention_cost(stage.channel_attention, dim) + ffn + extras
 
 
+def van_summary(stage: StageConfig) -> dict[str, str]:
+    k, kd = stage.lka_kernel, stage.lka_dilated_kernel
+    return {"kernels": f"LKA {k}x{k} + {kd}x{kd} d{stage.lka_dilation}"}
+
+
 register(
     BlockType(
         name="van",
         build=lambda stage, size, drop_path=0.0: VANBlock(stage, drop_path=drop_path),
         cost=van_block_cost,
         description="VAN: LKA (DW conv, dilated DW conv, 1x1) attention map + conv FFN, BatchNorm",
+        knobs=("lka_kernel", "lka_dilated_kernel", "lka_dilation"),
+        summary=van_summary,
+        colour="#1f77b4",
     )
 )
