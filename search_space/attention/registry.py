@@ -43,12 +43,15 @@ class AttentionType:
 
 _REGISTRY: dict[str, AttentionType] = {}
 _loaded = False
+_names: tuple[str, ...] | None = None  # cached: validation asks for every stage of every sample
 
 
 def register(kind: AttentionType) -> AttentionType:
+    global _names
     if kind.name in _REGISTRY:
         raise ValueError(f"channel attention '{kind.name}' registered twice")
     _REGISTRY[kind.name] = kind
+    _names = None
     return kind
 
 
@@ -65,8 +68,11 @@ def _ensure_loaded() -> None:
 
 def attention_names() -> tuple[str, ...]:
     """Registered names, ``none`` first, the rest sorted."""
+    global _names
     _ensure_loaded()
-    return tuple(sorted(_REGISTRY, key=lambda n: (n != "none", n)))
+    if _names is None:
+        _names = tuple(sorted(_REGISTRY, key=lambda n: (n != "none", n)))
+    return _names
 
 
 def get_attention(name: str) -> AttentionType:
