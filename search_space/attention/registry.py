@@ -76,6 +76,9 @@ def attention_names() -> tuple[str, ...]:
 
 
 def get_attention(name: str) -> AttentionType:
+    kind = _REGISTRY.get(name)  # fast path: the analytic count asks once per block
+    if kind is not None:
+        return kind
     _ensure_loaded()
     try:
         return _REGISTRY[name]

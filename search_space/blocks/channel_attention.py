@@ -7,6 +7,8 @@ grow with the feature map (gc, cat, wavelet) need ``size``, the side of the bloc
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from torch import nn
 
 from ..attention import bottleneck_width, get_attention
@@ -27,6 +29,7 @@ def build_channel_attention(kind: str, channels: int) -> nn.Module:
     return get_attention(kind).build(channels)
 
 
+@lru_cache(maxsize=4096)  # few (kind, width, size) triples recur across thousands of samples
 def channel_attention_cost(kind: str, channels: int, size: int | None = None) -> Cost:
     attention = get_attention(kind)
     if size is None:
