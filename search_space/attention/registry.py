@@ -85,4 +85,5 @@ def get_attention(name: str) -> AttentionType:
     except KeyError:
         from ..errors import ConfigError
 
-        raise ConfigError(f"unknown channel_attention '{name}' (choose from {', '.join(attention_names())})") from None
+        choices = ", ".join(attention_names())
+        raise ConfigError(f"unknown channel_attention '{name}' (choose from {choices})") from None
