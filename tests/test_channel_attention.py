@@ -95,7 +95,8 @@ def test_gc_matches_paper_formula_and_official_code_at_c256_r16():
     transform_weights = gc.transform[0].weight.numel() + gc.transform[3].weight.numel()
     assert transform_weights == 2 * c * c // r == 8192
     # Official code (xvjiarui/GCNet, ContextBlock2d(256, 16, pool='att', fusions=['channel_add'])):
-    # conv_mask 256*1 + 1, Conv2d(256, 16) 4096 + 16, LayerNorm([16, 1, 1]) 16 + 16, Conv2d(16, 256) 4096 + 256.
+    # conv_mask 256*1 + 1, Conv2d(256, 16, 1) 4096 + 16, LayerNorm([16, 1, 1]) 16 + 16, Conv2d(16, 256, 1) 4096 + 256
+    # (ours holds the two 1x1 convs on the 1x1 context as linears: the same weights).
     assert n_params(gc) == 257 + 4112 + 32 + 4352 == 8753
     # MACs at 14x14 (196 positions): mask 256*196, weighted sum 256*196, transform 2 * 256*16.
     assert gc_cost_with(c, 14, c // r) == (8753, 2 * 256 * 196 + 2 * 256 * 16)
@@ -151,7 +152,7 @@ def test_gc_pools_with_softmax_attention_and_starts_as_identity():
         gc.context.bias.zero_()
         gc.transform[3].weight.normal_()
     # uniform attention weights: the context is the plain mean over positions
-    want = x + gc.transform(x.mean((2, 3), keepdim=True))
+    want = x + gc.transform(x.mean((2, 3)))[..., None, None]
     torch.testing.assert_close(gc(x), want)
 
 

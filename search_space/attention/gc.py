@@ -2,7 +2,8 @@
 
 Context modelling: a 1x1 conv (C -> 1) gives one attention logit per position, softmax over the
 H*W positions, and the features' attention-weighted sum gives one C-vector per image. Transform:
-1x1 conv C -> h, LayerNorm, ReLU, 1x1 conv h -> C. Fusion: the result is added at every position
+1x1 conv C -> h, LayerNorm, ReLU, 1x1 conv h -> C (on a 1x1 map, so held here as two linears on
+the C-vector). Fusion: the result is added at every position
 (the paper's default, "channel add"). As in the official code the last conv starts at zero, so
 the module starts as an identity, and all convs have biases.
 
@@ -29,11 +30,13 @@ class GlobalContext(nn.Module):
         super().__init__()
         hidden = hidden or bottleneck_width(channels)
         self.context = nn.Conv2d(channels, 1, 1)  # W_k: attention logits
+        # the official 1x1 convs on the 1x1 context, as linears on the C-vector (same weights and
+        # MACs); LayerNorm(h) then has 1-D parameters, which the trainer keeps out of weight decay
         self.transform = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1),
-            nn.LayerNorm([hidden, 1, 1]),
+            nn.Linear(channels, hidden),
+            nn.LayerNorm(hidden),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
+            nn.Linear(hidden, channels),
         )
         nn.init.zeros_(self.transform[-1].weight)
         nn.init.zeros_(self.transform[-1].bias)
@@ -41,7 +44,7 @@ class GlobalContext(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = self.context(x).flatten(2).softmax(-1)  # B, 1, HW
         context = torch.matmul(x.flatten(2), weights.transpose(1, 2))  # B, C, 1: a matrix product
-        return x + self.transform(context.unsqueeze(-1))
+        return x + self.transform(context.squeeze(-1))[..., None, None]
 
 
 def gc_cost_with(channels: int, size: int, hidden: int) -> Cost:
@@ -49,9 +52,9 @@ def gc_cost_with(channels: int, size: int, hidden: int) -> Cost:
     return (
         C.conv(channels, 1, 1, n)  # context logits
         + Cost(0, channels * n)  # attention-weighted sum over positions
-        + C.conv(channels, hidden, 1, 1)
+        + C.linear(channels, hidden, 1)
         + C.norm(hidden)
-        + C.conv(hidden, channels, 1, 1)
+        + C.linear(hidden, channels, 1)
     )
 
 

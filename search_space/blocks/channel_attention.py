@@ -11,17 +11,13 @@ from functools import lru_cache
 
 from torch import nn
 
-from ..attention import bottleneck_width, get_attention
+from ..attention import get_attention
 from ..attention.eca import EfficientChannelAttention, eca_kernel
 from ..attention.se import SqueezeExcite
 from ..cost import Cost
 
-SE_RATIO = 0.25  # kept for old imports; the rule is search_space.attention.bottleneck_width
-se_hidden = bottleneck_width
-
 __all__ = [
-    "EfficientChannelAttention", "SqueezeExcite", "build_channel_attention", "channel_attention_cost",
-    "eca_kernel", "se_hidden",
+    "EfficientChannelAttention", "SqueezeExcite", "build_channel_attention", "channel_attention_cost", "eca_kernel",
 ]  # fmt: skip
 
 
