@@ -3,9 +3,9 @@
 Context modelling: a 1x1 conv (C -> 1) gives one attention logit per position, softmax over the
 H*W positions, and the features' attention-weighted sum gives one C-vector per image. Transform:
 1x1 conv C -> h, LayerNorm, ReLU, 1x1 conv h -> C (on a 1x1 map, so held here as two linears on
-the C-vector). Fusion: the result is added at every position
-(the paper's default, "channel add"). As in the official code the last conv starts at zero, so
-the module starts as an identity, and all convs have biases.
+the C-vector). Fusion: the result is added at every position (the paper's default, "channel
+add"). As in the official code the last layer starts at zero, so the module starts as an
+identity, and every conv/linear has a bias.
 
 Bottleneck h: the paper uses C/16 (r16) in its ResNet setting and reports r4 slightly more
 accurate; here h = ``bottleneck_width(C)`` = max(8, C/4), the one rule of this package.
