@@ -21,7 +21,13 @@ STEM_KINDS = ("none", "conv3")  # none: the first patch embed reads the image (V
 HEAD_KINDS = ("linear", "conv_bn_act")  # VAN: pool -> fc; CMT: 1x1 conv -> BN -> swish -> pool -> fc
 EMBED_NORMS = ("bn", "ln")
 OUT_NORMS = ("none", "ln")
-CHANNEL_ATTENTIONS = ("none", "se", "eca")
+
+
+def channel_attentions() -> tuple[str, ...]:
+    """Valid ``channel_attention`` values: the attention registry's names (search_space/attention/)."""
+    from .attention import attention_names  # late import: the registry imports torch modules
+
+    return attention_names()
 
 
 @dataclass(frozen=True)
@@ -219,10 +225,10 @@ class ArchConfig:
                 fail(f"{at}: unknown embed_norm '{stage.embed_norm}' (choose from {', '.join(EMBED_NORMS)})")
             if stage.out_norm not in OUT_NORMS:
                 fail(f"{at}: unknown out_norm '{stage.out_norm}' (choose from {', '.join(OUT_NORMS)})")
-            if stage.channel_attention not in CHANNEL_ATTENTIONS:
+            if stage.channel_attention not in channel_attentions():
                 fail(
                     f"{at}: unknown channel_attention '{stage.channel_attention}' "
-                    f"(choose from {', '.join(CHANNEL_ATTENTIONS)})"
+                    f"(choose from {', '.join(channel_attentions())})"
                 )
             if not 0 < stage.mlp_ratio <= 16 or stage.hidden < 1:
                 fail(f"{at}: mlp_ratio must be in (0, 16] and give a hidden width >= 1, got {stage.mlp_ratio}")

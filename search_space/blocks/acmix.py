@@ -178,7 +178,7 @@ def acmix_block_cost(stage: StageConfig, size: int) -> Cost:
         + C.conv(dim, dim, 1, n)  # output projection
     )
     ffn = C.conv(dim, hidden, 1, n) + C.conv(hidden, dim, 1, n)
-    return C.norm(dim) * 2 + mixer + channel_attention_cost(stage.channel_attention, dim) + ffn
+    return C.norm(dim) * 2 + mixer + channel_attention_cost(stage.channel_attention, dim, size) + ffn
 
 
 def acmix_summary(stage: StageConfig) -> dict[str, str]:

@@ -1,66 +1,35 @@
-"""Optional channel attention applied to a block's token-mixer output: SE and ECA."""
+"""The blocks' entry points to the attention registry (``search_space/attention/``).
+
+``build_channel_attention`` builds the module a stage's ``channel_attention`` names, applied to
+a block's token-mixer output; ``channel_attention_cost`` is one module's cost. Modules whose MACs
+grow with the feature map (gc, cat, wavelet) need ``size``, the side of the block's square map.
+"""
 
 from __future__ import annotations
 
-import math
+from functools import lru_cache
 
-import torch
 from torch import nn
 
-from .. import cost as C
-from ..cost import ZERO, Cost
+from ..attention import get_attention
+from ..attention.eca import EfficientChannelAttention, eca_kernel
+from ..attention.se import SqueezeExcite
+from ..cost import Cost
 
-SE_RATIO = 0.25
-
-
-def se_hidden(channels: int) -> int:
-    return max(8, int(channels * SE_RATIO))
-
-
-def eca_kernel(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """ECA-Net's adaptive kernel size: nearest odd number to (log2(C) + b) / gamma."""
-    t = int(abs((math.log2(channels) + b) / gamma))
-    return t if t % 2 else t + 1
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        hidden = se_hidden(channels)
-        self.reduce = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.expand = nn.Conv2d(hidden, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * self.expand(self.act(self.reduce(s))).sigmoid()
-
-
-class EfficientChannelAttention(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        k = eca_kernel(channels)
-        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3)).unsqueeze(1)  # B, 1, C
-        w = self.conv(s).sigmoid().transpose(1, 2).unsqueeze(-1)  # B, C, 1, 1
-        return x * w
+__all__ = [
+    "EfficientChannelAttention", "SqueezeExcite", "build_channel_attention", "channel_attention_cost", "eca_kernel",
+]  # fmt: skip
 
 
 def build_channel_attention(kind: str, channels: int) -> nn.Module:
-    if kind == "se":
-        return SqueezeExcite(channels)
-    if kind == "eca":
-        return EfficientChannelAttention(channels)
-    return nn.Identity()
+    return get_attention(kind).build(channels)
 
 
-def channel_attention_cost(kind: str, channels: int) -> Cost:
-    if kind == "se":
-        hidden = se_hidden(channels)
-        return C.conv(channels, hidden, 1, 1) + C.conv(hidden, channels, 1, 1)
-    if kind == "eca":
-        k = eca_kernel(channels)
-        return Cost(k, k * channels)
-    return ZERO
+@lru_cache(maxsize=4096)  # few (kind, width, size) triples recur across thousands of samples
+def channel_attention_cost(kind: str, channels: int, size: int | None = None) -> Cost:
+    attention = get_attention(kind)
+    if size is None:
+        if attention.size_dependent:
+            raise TypeError(f"channel_attention_cost('{kind}', ...) needs the feature map size")
+        size = 1
+    return attention.cost(channels, size)

@@ -150,7 +150,7 @@ def cmt_block_cost(stage: StageConfig, size: int) -> Cost:
         + C.conv(hidden, dim, 1, n)
         + C.norm(dim)
     )
-    return lpu + attention + channel_attention_cost(stage.channel_attention, dim) + ffn
+    return lpu + attention + channel_attention_cost(stage.channel_attention, dim, size) + ffn
 
 
 def cmt_shared_cost(stage: StageConfig, size: int) -> Cost:

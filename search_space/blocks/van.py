@@ -94,7 +94,7 @@ def van_block_cost(stage: StageConfig, size: int) -> Cost:
     )
     ffn = C.conv(dim, hidden, 1, n) + C.conv(hidden, hidden, 3, n, groups=hidden) + C.conv(hidden, dim, 1, n)
     extras = C.norm(dim) * 2 + C.params(2 * dim)  # two BatchNorms, two layer scales
-    return mixer + channel_attention_cost(stage.channel_attention, dim) + ffn + extras
+    return mixer + channel_attention_cost(stage.channel_attention, dim, size) + ffn + extras
 
 
 def van_summary(stage: StageConfig) -> dict[str, str]:
