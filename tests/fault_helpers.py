@@ -280,9 +280,11 @@ def study_trials(run_dir: Path) -> dict[int, Any]:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from nas.search.run_dir import STUDY_NAME
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
-    study = optuna.load_study(study_name="search", storage=storage)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     return {t.number: t for t in study.get_trials(deepcopy=True)}
 
 
