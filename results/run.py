@@ -267,7 +267,8 @@ def load_run(path: str | Path) -> Run:
         resources=dict(meta.get("resources") or {}) if isinstance(meta.get("resources"), Mapping) else {},
         pareto_files=pareto_files,
         pareto_numbers=tuple(
-            int(p["number"]) for p in meta.get("pareto") or () if isinstance(p, Mapping) and _int(p.get("number")) is not None
+            int(p["number"]) for p in meta.get("pareto") or ()
+            if isinstance(p, Mapping) and _int(p.get("number")) is not None
         ),
     )
 

@@ -42,7 +42,8 @@ BUDGET = "3.3M"  # 4 of the 6 architectures (2.35, 2.41, 3.22, 3.28 M MACs) fit;
 FAULT = "raise@trial:3"
 TRIALS_FIRST, TRIALS = 3, 4
 ARGS = ["--budget", BUDGET, "--epochs", "2", "--proxy-width", "0.5", "--data-fraction", "0.15", "--batch-size", "32",
-        "--concurrency", "1", "--threads", "1", "--max-failures", "0", "--sampler", "random", "--seed", "1"]  # fmt: skip
+        "--concurrency", "1", "--threads", "1", "--max-failures", "0", "--sampler", "random",
+        "--seed", "1"]  # fmt: skip
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -182,7 +182,8 @@ def make_run(
             attrs.update(failure_reason=f"MACs {macs} > budget {budget}", trained=False)
         elif st == "failed":
             state, epochs = TrialState.FAIL, 1
-            attrs.update(failure_reason="FloatingPointError: non-finite loss at epoch 1", epochs_trained=1, trained=True)
+            attrs.update(failure_reason="FloatingPointError: non-finite loss at epoch 1", epochs_trained=1,
+                         trained=True)
         elif st == "duplicate":
             first = seen.get(h)
             ft = study.trials[first] if first is not None else None

@@ -116,7 +116,8 @@ def test_cards_say_where_the_accuracy_came_from(real_run: Path, cli, tmp_path: P
     for e in exported:
         card = Path(e["card"]).read_text()
         assert card == (real_run / "pareto" / Path(e["card"]).name).read_text()
-        assert "2 of 2 epochs at 32 px, width x0.5 of the deploy widths" in card and "data `digits` (fraction 0.15)" in card
+        assert "2 of 2 epochs at 32 px, width x0.5 of the deploy widths" in card
+        assert "data `digits` (fraction 0.15)" in card
 
 
 def test_settings_are_the_search_settings(real_run: Path) -> None:

@@ -353,7 +353,8 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     repair_journal(rd.journal)
     storage = JournalStorage(JournalFileBackend(str(rd.journal)))
     if plan.resume:
-        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=s.directions, load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=s.directions,
+                                    load_if_exists=True)
         interrupted = mark_interrupted(study)
         if interrupted:
             err_console.print(f"resume: {len(interrupted)} interrupted trial(s) marked failed and re-queued: {interrupted}",
