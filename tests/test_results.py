@@ -540,3 +540,55 @@ def test_nas_compare_json_and_table(tmp_path, capsys):
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "hypervolume ratio" in out.lower() and "reference" in out.lower()
+
+
+def test_trial_counts_by_hand():
+    """The one counting rule (nas.search.run_dir): what counts as trained, interrupted, running."""
+    from nas.search.run_dir import count_trials, trial_status
+
+    trials = [
+        ("complete", {"trained": True}),
+        ("pruned", {"trained": True}),
+        ("failed", {"trained": True}),  # training raised
+        ("failed", {"interrupted": True}),  # a killed search left it running; --resume re-queued it
+        ("failed", {"trained": False}),  # an architecture the builder rejected: never trained
+        ("infeasible", {"trained": False}),
+        ("duplicate", {"trained": False}),
+        ("running", {}),
+        ("waiting", {}),  # queued: counted with running
+    ]
+    assert count_trials(trials) == {
+        "complete": 1, "pruned": 1, "failed": 3, "running": 2, "infeasible": 1, "duplicate": 1,
+        "total": 9, "interrupted": 1, "trained": 3,
+    }  # fmt: skip
+    # a RUNNING trial with a stale status attr is running; a study not written by nas search is read by state
+    assert trial_status("RUNNING", {"status": "complete"}, {}) == "running"
+    assert trial_status("COMPLETE", {}, {"macs": 5.0}) == "infeasible"
+    assert trial_status("COMPLETE", {}, {"macs": -5.0}) == "complete"
+    assert trial_status("PRUNED", {}, {}) == "pruned" and trial_status("FAIL", {}, {}) == "failed"
+
+
+def test_front_objectives_never_mix_measured_and_predicted_latency():
+    from dataclasses import replace
+
+    from results.pareto import front_objectives
+
+    # (acc, MACs, predicted ms): 1 is slower than 0 at equal accuracy and MACs, so in three objectives 0
+    # dominates 1; 2 trades MACs for accuracy; 3 is pruned and never counts
+    trials = [record(0, 0.8, 100, latency=5.0), record(1, 0.8, 100, latency=6.0), record(2, 0.9, 300, latency=4.0),
+              record(3, 0.99, 10, status="pruned", state="PRUNED", latency=1.0)]  # fmt: skip
+    assert front_objectives(("acc", "macs"), trials) == ("acc", "macs")
+    assert front_objectives(("acc",), trials) == ("acc", "macs")  # MACs always: the budget constrains every run
+    objs = front_objectives(("acc", "macs", "latency"), trials)
+    assert objs == ("acc", "macs", "latency_predicted")
+    assert [t.number for t in pareto_front(trials, objs)] == [0, 2]
+    assert [t.number for t in pareto_front(trials, ("acc", "macs"))] == [0, 1, 2]  # a tie in two objectives
+    # only the front measured (as nas search does): still predicted for all, the same front
+    measured = [replace(trials[0], latency_ms_measured=9.0), trials[1], replace(trials[2], latency_ms_measured=2.0),
+                trials[3]]  # fmt: skip
+    assert front_objectives(("acc", "latency"), measured) == ("acc", "macs", "latency_predicted")
+    # every eligible trial measured: measured latency decides (1 is now faster than 0 and dominates it)
+    every = [replace(t, latency_ms_measured=m) for t, m in zip(measured, (9.0, 7.0, 2.0, None))]
+    objs = front_objectives(("acc", "latency"), every)
+    assert objs == ("acc", "macs", "latency_measured")
+    assert [t.number for t in pareto_front(every, objs)] == [1, 2]
