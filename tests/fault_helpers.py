@@ -302,8 +302,10 @@ def train_log(path: Path) -> list[dict[str, Any]]:
 
 
 def trained(t: Any) -> bool:
-    status = t.user_attrs.get("status")
-    return status in ("complete", "pruned") or (status == "failed" and not t.user_attrs.get("interrupted"))
+    """Counts against --trials (the one rule: nas.search.run_dir.counts_as_trained)."""
+    from nas.search.run_dir import counts_as_trained, frozen_status
+
+    return counts_as_trained(frozen_status(t), t.user_attrs)
 
 
 def result_json(run_dir: Path, number: int) -> dict[str, Any] | None:
