@@ -128,10 +128,12 @@ def model_card(
     out += ["## Proxy accuracy", ""]
     out.append(f"- validation accuracy (last epoch): {_opt(trial.val_acc, '{:.4f}')}; best epoch: "
                f"{_opt(trial.best_val_acc, '{:.4f}')}")  # fmt: skip
-    out.append(f"- proxy: {f.epochs_trained or '-'} of {f.epochs or '-'} epochs at {f.resolution or '-'} px, batch "
-               f"{f.batch_size or '-'}, data `{f.data}` (fraction {f.data_fraction}), training seed {f.seed}, "
+    width = f"width x{f.width:g} of the deploy widths" if f.width is not None else "width not recorded"
+    out.append(f"- proxy: {f.epochs_trained or '-'} of {f.epochs or '-'} epochs at {f.resolution or '-'} px, {width}, "
+               f"batch {f.batch_size or '-'}, data `{f.data}` (fraction {f.data_fraction}), training seed {f.seed}, "
                f"{_opt(trial.train_seconds, '{:.1f}')} s of training")  # fmt: skip
-    out.append("- a proxy accuracy ranks architectures; it is not the accuracy of a full training run")
+    out.append("- a proxy accuracy ranks architectures; it is not the accuracy of the deploy model after a full "
+               "training run")  # fmt: skip
     out.append("")
 
     out += ["## Search", ""]

@@ -1,8 +1,8 @@
 """Exporting architectures from a run: YAML config, markdown model card, ONNX, TorchScript.
 
 Which trials: one or more by number, the top K by proxy accuracy among complete feasible trials
-(ties: fewer MACs, then the lower trial number), or by default the Pareto front of accuracy vs
-MACs. Only complete trials can be exported: a pruned trial's accuracy is from partial training,
+(ties: fewer MACs, then the lower trial number), or by default the run's Pareto front
+(`results.pareto.run_front`: the objectives the run used, as `nas search` chose its front). Only complete trials can be exported: a pruned trial's accuracy is from partial training,
 an infeasible one was never trained, a duplicate points at the trial to export instead.
 
 File names are ``trial_NNNNN[_NAME]`` with NAME the config's name reduced to ``[A-Za-z0-9_-]``
@@ -31,7 +31,7 @@ from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import UserError
 
 from .cards import ArtifactInfo, model_card
-from .pareto import pareto_front
+from .pareto import run_front
 from .run import Run, TrialRecord, load_run, rank_trials
 
 FORMATS = ("yaml", "onnx", "torchscript")
@@ -85,7 +85,7 @@ def select_trials(run: Run, trials: Sequence[int] | None = None, top: int | None
             _check_exportable(t)
             chosen.append(t)
         return chosen
-    front = pareto_front(run.trials, ("acc", "macs"))
+    front = run_front(run)
     if not front:
         raise UserError(f"{run.path}: no complete feasible trial to export yet")
     return front

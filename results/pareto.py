@@ -1,10 +1,20 @@
 """Pareto fronts and hypervolume for mixed maximised / minimised objectives.
 
-Dominance: ``a`` dominates ``b`` when ``a`` is at least as good in every objective and strictly
-better in one. Points equal in every objective do not dominate each other, so ties all stay on a
-front. Only eligible trials (COMPLETE, status "complete", every constraint <= 0, every objective
-recorded) can be on a trial front: pruned trials carry a low-fidelity accuracy and infeasible ones
-were never trained.
+The front rules, defined here once and used by `nas search` (its exported front), `nas report`,
+`nas export` and `nas compare`:
+
+* **Eligible trials**: COMPLETE with status "complete" and every constraint <= 0
+  (`nas.search.run_dir.is_eligible`), with every objective recorded. Pruned trials carry a
+  low-fidelity accuracy, infeasible ones were never trained, duplicates repeat another trial.
+* **Dominance**: ``a`` dominates ``b`` when ``a`` is at least as good in every objective and
+  strictly better in one.
+* **Ties**: points equal in every objective do not dominate each other, so all of them stay on
+  the front (dropping one would be an arbitrary choice between equally good architectures).
+* **A run's objectives** (`front_objectives`): proxy accuracy and MACs always (the MAC budget
+  constrains every run; a run optimising accuracy alone still gets a cost trade-off), plus latency
+  when the run optimised it. Latency is the measured one when every eligible trial has a
+  measurement, else the predicted one for all: measured and predicted figures are never mixed on
+  one front (`nas search` measures only its front, after choosing it on predicted latency).
 
 Hypervolume is the measure of the objective-space region that the points dominate and that
 dominates the reference point. It is computed exactly: a sweep for two objectives (n log n) and
@@ -116,6 +126,22 @@ def pareto_front(trials: Sequence[TrialRecord], objectives: Sequence[str] = ("ac
     key_obj = objectives[1] if len(objectives) > 1 else objectives[0]
     sign = -1.0 if DIRECTIONS[key_obj] == "maximize" else 1.0
     return sorted(front, key=lambda t: (sign * t.metric(key_obj), t.number))  # type: ignore[operator]
+
+
+def front_objectives(objectives: Sequence[str], trials: Sequence[TrialRecord]) -> tuple[str, ...]:
+    """The objectives a run's front is made in (see the module docstring), as `TrialRecord.metric`
+    names, from the run's ``objectives`` (its settings) and its trials."""
+    out = ["acc", "macs"]
+    if "latency" in objectives:
+        eligible = [t for t in trials if t.eligible]
+        measured = bool(eligible) and all(t.latency_ms_measured is not None for t in eligible)
+        out.append("latency_measured" if measured else "latency_predicted")
+    return tuple(out)
+
+
+def run_front(run: Run) -> list[TrialRecord]:
+    """The Pareto front of a run, in the objectives the run used."""
+    return pareto_front(run.trials, front_objectives(run.objectives, run.trials))
 
 
 def hypervolume(points: Sequence[Point], reference: Point, directions: Sequence[str]) -> float:

@@ -13,8 +13,11 @@ archived or opened from a file system. It shows
 * the block types along the front and a table of the front linking each config.
 
 A tiny inline script marks ``<body data-images-ok="k/n">`` once the page has loaded, so a headless
-browser can check that every figure decoded (scripts/check_report_chromium.sh). An interactive
-plotly figure is added when plotly happens to be installed (it is not a dependency).
+browser can check that every figure decoded (scripts/check_report_chromium.sh).
+
+The front shown is the run's own (`results.pareto.run_front`: the objectives the run used, as
+`nas search` and `nas export` choose it); with latency among them, some of its members can look
+dominated in the accuracy-vs-MACs projection.
 """
 
 from __future__ import annotations
@@ -33,9 +36,16 @@ from urllib.parse import quote
 from search_space import ArchConfig, analytic_cost, load_zoo, zoo_names
 from search_space.errors import ConfigError, UserError
 
-from .pareto import front_hypervolume, normalized_hypervolume, pareto_front, reference_point
+from .pareto import (
+    front_hypervolume,
+    front_objectives,
+    normalized_hypervolume,
+    pareto_front,
+    reference_point,
+    run_front,
+)
 from .plots import ZooPoint, block_mix_figure, figure_png, history_figure, importance_figure, pareto_figure
-from .run import Run, TrialRecord, load_run
+from .run import LABELS, Run, TrialRecord, load_run
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
 ZOO_PROXY_FILE = "zoo_proxy.json"
@@ -172,7 +182,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
         raise UserError(f"{out_dir}: cannot create the report directory ({exc.strerror})") from None
     report = Report(out_dir / "report.html")
     s = run.settings
-    front = pareto_front(run.trials, ("acc", "macs"))
+    front = run_front(run)
     zoo, zoo_notes = zoo_points(run)
     report.notes.extend(zoo_notes)
     sections: list[str] = []
@@ -231,9 +241,6 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
         )
     sections.append(_front_table(run, front, out_dir))
     sections.append(_zoo_table(zoo))
-    plotly_html = _plotly_section(run, front)
-    if plotly_html:
-        sections.append(plotly_html)
     sections.append(_methods(run, front))
     report.html_path.write_text(_page(title, sections), encoding="utf-8")
     return report
@@ -241,7 +248,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
 
 def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
     s = run.settings
-    counts = run.live_counts()
+    counts = run.trial_counts()
     best = run.best()
     ref = reference_point([run], ("acc", "macs"))
     hv = front_hypervolume(run.trials, ("acc", "macs"), ref)
@@ -254,9 +261,10 @@ def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
         ("params limit", _count(s.max_params) if s.max_params else "-"),
         ("latency limit", f"{s.latency_ms:g} ms on {s.device}" if s.latency_ms else "-"),
         ("objectives / sampler", f"{', '.join(s.objectives)} / {s.sampler or '-'}"),
-        ("trials done / requested", f"{run.done} / {s.trials if s.trials is not None else '?'}"),
-        ("counts", ", ".join(f"{k} {v}" for k, v in counts.items())),
-        ("proxy", f"{s.epochs} epochs at {s.proxy_resolution} px, batch {s.batch_size}, data {s.data} "
+        ("trials trained / requested", f"{counts['trained']} / {s.trials if s.trials is not None else '?'}"),
+        ("counts", ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("total", "trained"))),
+        ("proxy", f"{s.epochs} epochs at {s.proxy_resolution} px, width x{_opt(s.proxy_width, '{:g}')}, batch "
+                  f"{s.batch_size}, data {s.data} "
                   f"(fraction {s.data_fraction}), seed {s.seed}, concurrency {s.concurrency}"),  # fmt: skip
         ("space", str(s.space)),
         ("resources", _resources(run.resources)),
@@ -309,8 +317,9 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     return (
-        "<h2>Pareto front</h2><p>Complete, feasible trials that no other such trial beats in both accuracy and "
-        "MACs; links go to the exported config (or the trial's own config when the search has not exported "
+        f"<h2>Pareto front</h2><p>Complete, feasible trials that no other such trial beats in every objective of "
+        f"the run ({html.escape(', '.join(LABELS[o] for o in front_objectives(run.objectives, run.trials)))}); "
+        "links go to the exported config (or the trial's own config when the search has not exported "
         f"it yet).</p><table class=grid><tr>{header}</tr>{''.join(rows)}</table>"
     )
 
@@ -349,34 +358,6 @@ def _methods(run: Run, front: Sequence[TrialRecord]) -> str:
         f"<p class=muted>Made {html.escape(made)} from {html.escape(str(run.path))}; search versions: "
         f"{html.escape(versions or '-')}.</p>"
     )
-
-
-def _plotly_section(run: Run, front: Sequence[TrialRecord]) -> str:
-    """An interactive accuracy-vs-MACs scatter with hover details, only if plotly is installed."""
-    try:
-        import plotly.graph_objects as go
-    except ImportError:
-        return ""
-    front_ids = {t.number for t in front}
-    fig = go.Figure()
-    for name, group, colour in (
-        ("complete", [t for t in run.eligible() if t.number not in front_ids], "#9a9a9a"),
-        ("Pareto front", list(front), "#d62728"),
-    ):
-        fig.add_trace(
-            go.Scatter(
-                x=[t.macs for t in group], y=[t.val_acc for t in group], mode="markers", name=name,
-                marker={"color": colour, "size": 8},
-                text=[f"trial {t.number}<br>" + (" / ".join(f"{s.block}x{s.depth}" for s in t.config.stages)
-                      if t.config else "") for t in group],
-                hovertemplate="%{text}<br>MACs %{x:.3s}<br>accuracy %{y:.4f}<extra></extra>",
-            )  # fmt: skip
-        )
-    fig.update_layout(xaxis_type="log", xaxis_title="MACs", yaxis_title="proxy accuracy", height=480,
-                      margin={"l": 60, "r": 20, "t": 30, "b": 50})  # fmt: skip
-    # plotly.js inline (several MB) so that the page still needs no network; no logo link
-    body = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
-    return f"<h2>Interactive front (plotly)</h2>{body}"
 
 
 def _page(title: str, sections: Sequence[str]) -> str:

@@ -1,8 +1,9 @@
-"""Loading a search run directory (written by `nas search`) into plain dataclasses.
+"""Reading a search run directory (written by `nas search`) into plain dataclasses.
 
-A run directory holds ``run.json`` (command, versions, settings, status, counts), ``space.yaml``,
-the Optuna journal ``study.journal`` (study "search"), ``trials/NNNNN/`` (config, per-epoch
-metrics, result) and ``pareto/``. Everything here only reads: no lock is taken and no file is
+The directory's format (layout, study name, trial statuses and which count as trained, which
+are eligible for a front) is `nas.search.run_dir`; its settings are `nas.search.settings`
+(``RunSettings``, the search's own settings class read leniently). This module only turns what
+is there into `Run` and `TrialRecord`. Everything here only reads: no lock is taken and no file is
 created, so a report can be made while the search is still writing the directory. Half-written
 data is tolerated: Optuna skips a trailing partial journal line, run.json is re-read if it is
 caught mid-write, and malformed metric lines are skipped.
@@ -17,17 +18,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+from nas.search.run_dir import (
+    STUDY_NAME,
+    RunDir,
+    count_trials,
+    counts_as_trained,
+    is_eligible,
+    is_feasible,
+    is_interrupted,
+    trial_status,
+)
+from nas.search.settings import RunSettings, SearchSettings
 from search_space import ArchConfig
 from search_space.errors import ConfigError, UserError
-
-STUDY_NAME = "search"
-TRIAL_DIR_DIGITS = 5
 
 # objective name -> direction; "acc" is the only maximised one
 DIRECTIONS = {
@@ -49,49 +56,13 @@ LABELS = {
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """The search settings stored in run.json (unknown keys are kept in ``extra``)."""
-
-    budget_macs: int | None = None
-    max_params: int | None = None
-    latency_ms: float | None = None
-    device: str = "cpu"
-    objectives: tuple[str, ...] = ("acc", "macs")
-    sampler: str | None = None
-    trials: int | None = None
-    epochs: int | None = None
-    proxy_resolution: int | None = None
-    concurrency: int | None = None
-    seed: int | None = None
-    data: str | None = None
-    space: str | None = None
-    batch_size: int | None = None
-    data_fraction: float | None = None
-    address: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunSettings":
-        known = {f.name for f in fields(cls)} - {"extra"}
-        values = {k: v for k, v in data.items() if k in known}
-        if "objectives" in values:
-            values["objectives"] = tuple(values["objectives"] or ("acc",))
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        out["objectives"] = list(self.objectives)
-        out.update(self.extra)
-        return out
-
-
-@dataclass(frozen=True)
 class Fidelity:
     """How cheaply a trial was evaluated: the proxy settings and how far training got."""
 
     resolution: int | None = None
     epochs: int | None = None  # epochs asked for
     epochs_trained: int | None = None  # epochs done (fewer when ASHA stopped it)
+    width: float | None = None  # proxy width multiplier (the proxy's widths = deploy widths x this)
     batch_size: int | None = None
     data: str | None = None
     data_fraction: float | None = None
@@ -135,13 +106,22 @@ class TrialRecord:
 
     @property
     def feasible(self) -> bool:
-        """All recorded constraints <= 0 (a trial with no constraints recorded counts as feasible)."""
-        return all(v <= 0 for v in self.constraints.values())
+        return is_feasible(self.constraints)
 
     @property
     def eligible(self) -> bool:
-        """Fully trained, feasible and not a duplicate: the trials a Pareto front is made of."""
-        return self.state == "COMPLETE" and self.status == "complete" and self.feasible
+        """Fully trained, feasible and not a duplicate (`nas.search.run_dir.is_eligible`)."""
+        return is_eligible(self.state, self.status, self.constraints)
+
+    @property
+    def trained(self) -> bool:
+        """Counts against --trials (`nas.search.run_dir.counts_as_trained`)."""
+        return counts_as_trained(self.status, self.user_attrs)
+
+    @property
+    def interrupted(self) -> bool:
+        """Failed because a killed search left it running (re-queued by --resume)."""
+        return self.status == "failed" and is_interrupted(self.user_attrs)
 
     @property
     def latency_ms(self) -> float | None:
@@ -184,6 +164,7 @@ class Run:
     counts: Mapping[str, int] = field(default_factory=dict)  # as run.json recorded them
     resources: Mapping[str, Any] = field(default_factory=dict)  # concurrency, threads, GPUs, nodes, if recorded
     pareto_files: tuple[Path, ...] = ()  # pareto/*.yaml written by the search
+    pareto_numbers: tuple[int, ...] = ()  # the front the search recorded in run.json
 
     @property
     def name(self) -> str:
@@ -204,51 +185,20 @@ class Run:
     def eligible(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.eligible]
 
-    def live_counts(self) -> dict[str, int]:
-        """Trial counts by status, counted from the study (run.json's may lag a running search)."""
-        out = {k: 0 for k in ("complete", "pruned", "failed", "running", "infeasible", "duplicate")}
-        for t in self.trials:
-            key = "running" if t.status in ("running", "waiting") else t.status
-            out[key] = out.get(key, 0) + 1
-        return out
-
-    @property
-    def done(self) -> int:
-        """Architectures whose training ended (complete, pruned or failed): what --trials counts."""
-        c = self.live_counts()
-        return c["complete"] + c["pruned"] + c["failed"]
+    def trial_counts(self) -> dict[str, int]:
+        """Trial counts by status, counted from the study (run.json's may lag a running search):
+        `nas.search.run_dir.count_trials`, the counts `nas status` and `nas runs` show."""
+        return count_trials((t.status, t.user_attrs) for t in self.trials)
 
     @property
     def trained(self) -> int:
-        """Architectures trained or training (infeasible and duplicate candidates cost nothing)."""
-        return self.done + self.live_counts()["running"]
-
-    def search_alive(self) -> bool | None:
-        """Whether the process that holds ``.lock`` still exists (None: no pid recorded).
-
-        Read from the pid written into the lock file, without touching the lock itself, so that
-        looking at a run can never make a search that is starting up find its directory in use.
-        """
-        try:
-            text = (self.path / ".lock").read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        if not text.isdigit():
-            return None
-        try:
-            os.kill(int(text), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # exists, owned by someone else
-            return True
-        return True
+        """Trials that count against --trials (interrupted and untrained ones do not)."""
+        return self.trial_counts()["trained"]
 
     @property
     def display_status(self) -> str:
-        """run.json's status, with a "running" run whose search process is gone shown as such."""
-        if self.status == "running" and self.search_alive() is False:
-            return "interrupted"
-        return self.status
+        """run.json's status, with a "running" run whose search process is gone shown as interrupted."""
+        return RunDir(self.path).shown_status(self.status)
 
     def best(self, objective: str = "acc") -> TrialRecord | None:
         """The eligible trial best in ``objective``; ties go to fewer MACs, then the lower number."""
@@ -256,11 +206,11 @@ class Run:
         return ranked[0] if ranked else None
 
     def trial_dir(self, number: int) -> Path:
-        return self.path / "trials" / f"{number:0{TRIAL_DIR_DIGITS}d}"
+        return RunDir(self.path).trial_dir(number)
 
     def study(self) -> Any:
         """The Optuna study itself (for importances and Optuna's own tools)."""
-        return _load_study(self.path / "study.journal")
+        return _load_study(RunDir(self.path).journal)
 
 
 def rank_trials(trials: Sequence[TrialRecord], objective: str = "acc") -> list[TrialRecord]:
@@ -277,38 +227,32 @@ def rank_trials(trials: Sequence[TrialRecord], objective: str = "acc") -> list[T
 
 
 def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and ((path / "run.json").is_file() or (path / "study.journal").is_file())
+    rd = RunDir(Path(path))
+    return rd.path.is_dir() and (rd.run_json.is_file() or rd.journal.is_file())
 
 
 def load_run(path: str | Path) -> Run:
     """Load a run directory. A missing path or a directory that is not a run is a `UserError`."""
     path = Path(path)
+    rd = RunDir(path)
     if not path.exists():
         raise UserError(f"{path}: no such run directory")
     if not path.is_dir():
         raise UserError(f"{path}: not a directory (expected a run directory written by nas search)")
     if not is_run_dir(path):
         raise UserError(f"{path}: not a run directory (no run.json or study.journal; made by nas search)")
-    meta = _read_run_json(path / "run.json") if (path / "run.json").is_file() else {}
-    settings = RunSettings.from_dict(meta.get("settings") or {})
-    study = _load_study(path / "study.journal")
+    meta = rd.read_run_json(strict=False) if rd.run_json.is_file() else {}
+    settings = RunSettings.from_run_json(meta.get("settings"))
+    study = _load_study(rd.journal)
     directions: tuple[str, ...]
     if study is not None:
         directions = tuple(d.name.lower() for d in study.directions)
-        frozen = study.get_trials(deepcopy=False)
     else:
         directions = tuple(DIRECTIONS.get(o, "minimize") for o in settings.objectives)
-        frozen = []
     if not meta.get("settings") and study is not None:  # journal only: infer the objectives
-        settings = RunSettings.from_dict({"objectives": _guess_objectives(len(directions))})
-    # `nas search` re-measures its front after the trials finished (when they can no longer take
-    # user attrs), so the measurements live in a study attr {number: ms} and in trials/*/result.json
-    measured = study.user_attrs.get("latency_ms_measured") if study is not None else None
-    measured = measured if isinstance(measured, Mapping) else {}
-    trials = tuple(_trial_record(t, path, settings, _float(measured.get(str(t.number)))) for t in frozen)
-    pareto_dir = path / "pareto"
-    pareto_files = tuple(sorted(pareto_dir.glob("*.yaml"))) if pareto_dir.is_dir() else ()
+        settings = RunSettings.from_run_json({"objectives": _guess_objectives(len(directions))})
+    trials = study_records(study, path, settings) if study is not None else ()
+    pareto_files = tuple(sorted(rd.pareto_dir.glob("*.yaml"))) if rd.pareto_dir.is_dir() else ()
     return Run(
         path=path,
         status=str(meta.get("status", "unknown")),
@@ -322,32 +266,31 @@ def load_run(path: str | Path) -> Run:
         counts=dict(meta.get("counts") or {}),
         resources=dict(meta.get("resources") or {}) if isinstance(meta.get("resources"), Mapping) else {},
         pareto_files=pareto_files,
+        pareto_numbers=tuple(
+            int(p["number"]) for p in meta.get("pareto") or ()
+            if isinstance(p, Mapping) and _int(p.get("number")) is not None
+        ),
     )
+
+
+def study_records(study: Any, run_path: Path, settings: SearchSettings) -> tuple[TrialRecord, ...]:
+    """Every trial of the study as a `TrialRecord` (also how `nas search` reads its own study).
+
+    `nas search` re-measures its front after the trials finished (when they can no longer take
+    user attrs), so the measurements live in a study attr {number: ms} and in trials/*/result.json.
+    """
+    measured = study.user_attrs.get("latency_ms_measured")
+    measured = measured if isinstance(measured, Mapping) else {}
+    frozen: Iterable[Any] = study.get_trials(deepcopy=False)
+    return tuple(trial_record(t, run_path, settings, _float(measured.get(str(t.number)))) for t in frozen)
 
 
 def _guess_objectives(n: int) -> tuple[str, ...]:
     return ("acc", "macs", "latency")[: max(1, n)]
 
 
-def _read_run_json(path: Path, attempts: int = 5) -> dict[str, Any]:
-    """run.json, re-read a few times if caught mid-write by a writer that does not rename."""
-    problem = ""
-    for attempt in range(attempts):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                return data
-            problem = "not a JSON object"
-        except FileNotFoundError:  # replaced between the check and the read: try again
-            problem = "disappeared while reading"
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problem = type(exc).__name__
-        time.sleep(0.05 * (attempt + 1))
-    raise UserError(f"{path}: unreadable run.json ({problem})")
-
-
 def _load_study(journal: Path) -> Any:
-    """The study "search" from a journal file, or None when there is no journal or study yet."""
+    """The study STUDY_NAME from a journal file, or None when there is no journal or study yet."""
     if not journal.is_file():
         return None
     import optuna
@@ -358,7 +301,7 @@ def _load_study(journal: Path) -> Any:
     try:
         storage = JournalStorage(JournalFileBackend(str(journal)))
         return optuna.load_study(study_name=STUDY_NAME, storage=storage)
-    except KeyError:  # the journal holds no study "search" (yet)
+    except KeyError:  # the journal holds no such study (yet)
         return None
     except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{journal}: corrupt Optuna journal ({str(exc).splitlines()[0][:120]})") from None
@@ -366,21 +309,21 @@ def _load_study(journal: Path) -> Any:
         raise UserError(f"{journal}: cannot read ({exc.strerror})") from None
 
 
-def _trial_record(t: Any, run_path: Path, settings: RunSettings, measured_ms: float | None = None) -> TrialRecord:
+def trial_record(t: Any, run_path: Path, settings: SearchSettings, measured_ms: float | None = None) -> TrialRecord:
+    """One Optuna FrozenTrial of a run as a `TrialRecord`."""
     attrs = dict(t.user_attrs)
-    trial_dir = run_path / "trials" / f"{t.number:0{TRIAL_DIR_DIGITS}d}"
+    trial_dir = RunDir(run_path).trial_dir(t.number)
     if measured_ms is None and attrs.get("latency_ms_measured") is None:
         measured_ms = _float(_read_json(trial_dir / "result.json").get("latency_ms_measured"))
     state = t.state.name
-    status = attrs.get("status") or _status_from_state(state, t.constraints)
-    if state in ("RUNNING", "WAITING"):
-        status = state.lower()  # a status attr set before training does not mean it finished
+    status = trial_status(state, attrs, t.constraints)
     config = _config(attrs.get("config"), run_path, t.number)
     proxy = attrs.get("proxy") if isinstance(attrs.get("proxy"), Mapping) else {}
     fidelity = Fidelity(
         resolution=_int(proxy.get("resolution", settings.proxy_resolution)),
         epochs=_int(proxy.get("epochs", settings.epochs)),
         epochs_trained=_int(attrs.get("epochs_trained")),
+        width=_float(proxy.get("width_multiplier", settings.proxy_width)),
         batch_size=_int(proxy.get("batch_size", settings.batch_size)),
         data=proxy.get("data", settings.data),
         data_fraction=_float(proxy.get("data_fraction", settings.data_fraction)),
@@ -394,7 +337,7 @@ def _trial_record(t: Any, run_path: Path, settings: RunSettings, measured_ms: fl
     return TrialRecord(
         number=t.number,
         state=state,
-        status=str(status),
+        status=status,
         values=values,
         choices=dict(t.params),
         constraints=dict(t.constraints),
@@ -417,12 +360,6 @@ def _trial_record(t: Any, run_path: Path, settings: RunSettings, measured_ms: fl
     )
 
 
-def _status_from_state(state: str, constraints: Mapping[str, float]) -> str:
-    if state == "COMPLETE":
-        return "complete" if all(v <= 0 for v in constraints.values()) else "infeasible"
-    return {"PRUNED": "pruned", "FAIL": "failed"}.get(state, state.lower())
-
-
 def _config(raw: Any, run_path: Path, number: int) -> ArchConfig | None:
     """The trial's ArchConfig from its user attr, else from trials/NNNNN/config.yaml."""
     source = f"{run_path.name} trial {number}"
@@ -431,7 +368,7 @@ def _config(raw: Any, run_path: Path, number: int) -> ArchConfig | None:
             return ArchConfig.from_dict(raw, source=source)
         except (ConfigError, TypeError):
             pass
-    path = run_path / "trials" / f"{number:0{TRIAL_DIR_DIGITS}d}" / "config.yaml"
+    path = RunDir(run_path).trial_dir(number) / "config.yaml"
     if path.is_file():
         try:
             return ArchConfig.load(path)

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from results.pareto import pareto_front
+from nas.search.run_dir import COUNT_KEYS
+from results.pareto import run_front
 from results.run import Run, TrialRecord, is_run_dir, load_run
 from search_space import ArchConfig, UserError, resolve_config
 
@@ -151,10 +152,10 @@ def base_from_run(run: Run, number: int | None, *, display: str, latest_run: boo
 
 
 def best_on_front(run: Run, display: str) -> TrialRecord:
-    front = pareto_front(run.trials, run.settings.objectives)
+    front = run_front(run)
     if not front:
-        counts = run.live_counts()
-        detail = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        counts = run.trial_counts()
+        detail = ", ".join(f"{k} {counts[k]}" for k in COUNT_KEYS if counts[k])
         raise UserError(
             f"{display}: no complete feasible trial to scale ({detail or 'no trials'}); "
             "pick another run with --from or give --config"

@@ -280,9 +280,11 @@ def study_trials(run_dir: Path) -> dict[int, Any]:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from nas.search.run_dir import STUDY_NAME
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
-    study = optuna.load_study(study_name="search", storage=storage)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     return {t.number: t for t in study.get_trials(deepcopy=True)}
 
 
@@ -300,8 +302,10 @@ def train_log(path: Path) -> list[dict[str, Any]]:
 
 
 def trained(t: Any) -> bool:
-    status = t.user_attrs.get("status")
-    return status in ("complete", "pruned") or (status == "failed" and not t.user_attrs.get("interrupted"))
+    """Counts against --trials (the one rule: nas.search.run_dir.counts_as_trained)."""
+    from nas.search.run_dir import counts_as_trained, frozen_status
+
+    return counts_as_trained(frozen_status(t), t.user_attrs)
 
 
 def result_json(run_dir: Path, number: int) -> dict[str, Any] | None:

@@ -16,7 +16,8 @@ from PIL import Image
 from test_results import make_run
 
 from nas.cli import main
-from results import load_run, pareto_front
+from results import load_run
+from results.pareto import run_front
 from results.report import build_report, param_importances
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_report_front_table_links_resolve(full_report):
     path, report = full_report
     html = report.html_path.read_text()
     run = load_run(path)
-    front = pareto_front(run.trials)
+    front = run_front(run)
     for t in front:
         assert f"<td>#{t.number}</td>" in html
     hrefs = [unquote(h) for h in re.findall(r'href="([^"]+)"', html)]
@@ -114,30 +115,3 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"images ok: {len(report.pngs)}/{len(report.pngs)}" in done.stdout
     _assert_real_png(shot.read_bytes())
-
-
-def test_plotly_figure_only_when_installed(full_report, tmp_path, monkeypatch):
-    """Without plotly no interactive section; with it (when installed) one, inline and offline."""
-    import builtins
-
-    path, report = full_report
-    real_import = builtins.__import__
-
-    def no_plotly(name, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if name.startswith("plotly"):
-            raise ImportError("no plotly here")
-        return real_import(name, *args, **kwargs)
-
-    from results.report import _plotly_section
-
-    run = load_run(path)
-    with monkeypatch.context() as m:
-        m.setattr(builtins, "__import__", no_plotly)
-        assert _plotly_section(run, pareto_front(run.trials)) == ""
-    section = _plotly_section(run, pareto_front(run.trials))
-    try:
-        import plotly  # noqa: F401  (optional extra: check the section only where it is installed)
-    except ImportError:
-        assert section == ""  # without plotly the page simply has no interactive section
-        return
-    assert "Interactive front" in section and "<script src" not in section and "Plotly.newPlot" in section

@@ -21,6 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from nas.cli import main
+from nas.search.run_dir import STUDY_NAME, RunDir
 from results import compare_runs, hypervolume, load_run, pareto_front
 from results.pareto import dominates, non_dominated, normalized_hypervolume, reference_point
 from results.run import Fidelity, TrialRecord
@@ -98,20 +99,26 @@ def make_run(
     measured_latency: bool = False,
     write_pareto: bool = True,
 ) -> Path:
-    """A run directory with ``n`` hand-made trials.
+    """A run directory with ``n`` hand-made trials, written through the search's own writer
+    (`RunDir`, the study name and the Pareto export of `nas.search.pareto`): only the trials'
+    outcomes are made up, so the tests know every answer.
 
     Architectures are sampled from the default space (seeded) unless ``configs`` are given;
     statuses cycle through complete / pruned / infeasible / failed / duplicate unless given.
     Accuracies are a smooth function of MACs plus seeded noise unless given.
     """
+    from nas.search import pareto
+    from nas.search.run_dir import STUDY_NAME, RunDir, arch_hash
+    from nas.search.settings import SearchSettings
+
     rng = random.Random(seed)
     space = SearchSpace.default()
-    path = root / name
-    (path / "trials").mkdir(parents=True)
-    (path / "tune").mkdir()
-    storage = JournalStorage(JournalFileBackend(str(path / "study.journal")))
-    directions = ["maximize" if o == "acc" else "minimize" for o in objectives]
-    study = optuna.create_study(study_name="search", storage=storage, directions=directions)
+    rd = RunDir(root / name)
+    settings = SearchSettings(budget_macs=budget, objectives=tuple(objectives), trials=n, epochs=3, concurrency=2,
+                              seed=seed, data_fraction=1.0)  # fmt: skip
+    rd.create(settings.to_json(), (Path(__file__).parents[1] / "search_space" / "spaces" / "default.yaml").read_text())
+    storage = JournalStorage(JournalFileBackend(str(rd.journal)))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=settings.directions)
     cycle = ("complete", "complete", "complete", "pruned", "complete", "infeasible", "complete", "failed")
     if statuses is None:
         statuses = [cycle[i % len(cycle)] for i in range(n)]
@@ -120,7 +127,6 @@ def make_run(
     statuses = list(statuses)
     seen: dict[str, int] = {}
     measured: dict[str, float] = {}
-    counts = {k: 0 for k in ("complete", "pruned", "failed", "running", "infeasible", "duplicate")}
     for number in range(n):
         st = statuses[number]
         if configs is not None:
@@ -144,17 +150,15 @@ def make_run(
             macs_violation = max(1, macs - budget)
         else:
             macs_violation = min(-1, macs - budget)
-        data = cfg.to_dict()
-        data.pop("name")
-        arch_hash = __import__("hashlib").sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        h = arch_hash(cfg)
         attrs: dict[str, Any] = {
             "status": st,
             "config": cfg.to_dict(),
-            "arch_hash": arch_hash,
+            "arch_hash": h,
             "macs": macs,
             "params": cost.params,
-            "proxy": {"resolution": 32, "epochs": 3, "batch_size": 64, "data": "digits", "data_fraction": 1.0,
-                      "seed": seed * 1_000_003 + number},  # fmt: skip
+            "proxy": {"resolution": 32, "width_multiplier": 0.5, "epochs": 3, "batch_size": 64, "data": "digits",
+                      "data_fraction": 1.0, "seed": seed * 1_000_003 + number},  # fmt: skip
         }
         if accuracies is not None:
             acc = float(accuracies[number])
@@ -168,77 +172,63 @@ def make_run(
         epochs = 3
         if st == "complete":
             values = [{"acc": acc, "macs": float(macs), "latency": latency}[o] for o in objectives]
-            attrs.update(val_acc=acc, best_val_acc=acc + 0.01, epochs_trained=3, train_seconds=4.5)
-            if measured_latency:  # as nas search records its front's re-measurement: a study attr
-                measured[str(number)] = latency * 1.07
+            attrs.update(val_acc=acc, best_val_acc=acc + 0.01, epochs_trained=3, train_seconds=4.5, trained=True)
         elif st == "pruned":
             state, epochs = TrialState.PRUNED, 1
-            attrs.update(val_acc=acc * 0.6, best_val_acc=acc * 0.6, epochs_trained=1, train_seconds=1.5,
+            attrs.update(val_acc=acc * 0.6, best_val_acc=acc * 0.6, epochs_trained=1, train_seconds=1.5, trained=True,
                          failure_reason="stopped early by ASHA after epoch 1 of 3")  # fmt: skip
         elif st == "infeasible":
             values = [{"acc": 0.0, "macs": float(macs), "latency": latency}[o] for o in objectives]
-            attrs["failure_reason"] = f"MACs {macs} > budget {budget}"
+            attrs.update(failure_reason=f"MACs {macs} > budget {budget}", trained=False)
         elif st == "failed":
             state, epochs = TrialState.FAIL, 1
-            attrs.update(failure_reason="FloatingPointError: non-finite loss at epoch 1", epochs_trained=1)
+            attrs.update(failure_reason="FloatingPointError: non-finite loss at epoch 1", epochs_trained=1,
+                         trained=True)
         elif st == "duplicate":
-            first = seen.get(arch_hash)
+            first = seen.get(h)
             ft = study.trials[first] if first is not None else None
             values = list(ft.values) if ft is not None and ft.values else None
             if values is None:
                 state = TrialState.FAIL
-            attrs.update(duplicate_of=first, failure_reason=f"duplicate of trial {first}")
+            attrs.update(duplicate_of=first, failure_reason=f"duplicate of trial {first}", trained=False)
         elif st == "running":
             state = TrialState.RUNNING
             attrs["status"] = "complete"  # stale attr: a RUNNING state must still read as running
-        seen.setdefault(arch_hash, number)
-        counts["running" if st == "running" else st] += 1
-        constraints = {"macs": float(macs_violation)}
+        seen.setdefault(h, number)
         trial = create_trial(
             state=state,
             values=values,
             params=choices,
             distributions=_distributions(choices, space),
             user_attrs=attrs,
-            constraints=constraints,
+            constraints={"macs": float(macs_violation)},
             intermediate_values={e: acc * (0.6 + 0.4 * e / 3) for e in range(1, epochs + 1)}
             if st in ("complete", "pruned")
             else {},
         )
         study.add_trial(trial)
-        tdir = path / "trials" / f"{number:05d}"
-        tdir.mkdir()
-        (tdir / "config.yaml").write_text(cfg.to_yaml())
+        rd.write_trial_config(number, cfg)
         if st in ("complete", "pruned", "failed"):
-            rows = [{"epoch": e, "val_acc": acc * (0.6 + 0.4 * e / 3), "train_loss": 2.0 / e, "seconds": 1.5}
-                    for e in range(1, epochs + 1)]  # fmt: skip
-            (tdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (tdir / "result.json").write_text(json.dumps({"number": number, "status": st, "values": values}))
-    if measured:
+            for e in range(1, epochs + 1):
+                rd.append_metrics(number, {"epoch": e, "val_acc": acc * (0.6 + 0.4 * e / 3), "train_loss": 2.0 / e,
+                                           "seconds": 1.5})  # fmt: skip
+        rd.write_trial_result(number, {"number": number, "status": st, "state": state.name, "values": values,
+                                       "trained": st in ("complete", "pruned", "failed")})  # fmt: skip
+    members = pareto.front(study, settings, rd) if write_pareto else []
+    if write_pareto:  # the search's own end: its front, configs and (below) cards
+        pareto.export(rd, members, study)
+        rd.update(pareto=pareto.summary(members))
+    if measured_latency:  # every complete trial measured (7% above its prediction), kept as nas search keeps it
+        for t in study.trials:
+            if t.user_attrs.get("status") == "complete":
+                measured[str(t.number)] = (2.0 + t.user_attrs["macs"] / 2.5e8) * 1.07
         study.set_user_attr("latency_ms_measured", measured)
-    settings = {
-        "budget_macs": budget, "max_params": None, "latency_ms": None, "device": "cpu",
-        "objectives": list(objectives), "sampler": "tpe", "trials": n, "epochs": 3, "proxy_resolution": 32,
-        "concurrency": 2, "seed": seed, "data": "digits", "space": "default", "batch_size": 64,
-        "data_fraction": 1.0, "address": None, "max_failures": 1,
-    }  # fmt: skip
-    run_json = {
-        "format": 1, "command": ["nas", "search", "--budget", str(budget)], "created": "2026-11-01T10:00:00+00:00",
-        "updated": "2026-11-01T10:05:00+00:00", "status": status,
-        "versions": {"hybrid_nas": "0.1.0", "python": "3.11", "torch": "2.13", "optuna": "5.0", "ray": "2.60"},
-        "settings": settings, "counts": counts,
-    }  # fmt: skip
-    (path / "run.json").write_text(json.dumps(run_json, indent=2))
-    (path / "space.yaml").write_text("name: default\n")
     if write_pareto:
-        run = load_run(path)
-        (path / "pareto").mkdir()
-        for t in pareto_front(run.trials, ("acc", "macs")):
-            assert t.config is not None
-            stem = f"pareto_t{t.number:05d}"
-            t.config.replace(name=stem).save(path / "pareto" / f"{stem}.yaml")
-            (path / "pareto" / f"{stem}.md").write_text(f"# {stem}\n")
-    return path
+        pareto.write_cards(rd, members)
+    from nas.search.run_dir import count_frozen
+
+    rd.update(status=status, counts=count_frozen(study.trials), command=["nas", "search", "--budget", str(budget)])
+    return rd.path
 
 
 def _first_complete_cfg(study: optuna.Study) -> ArchConfig | None:
@@ -346,13 +336,17 @@ def test_load_run_reads_every_field(tmp_path):
     assert run.status == "finished" and run.settings.budget_macs == 2_000_000_000
     assert run.directions == ("maximize", "minimize") and run.objectives == ("acc", "macs")
     assert [t.number for t in run.trials] == list(range(16))
-    by_status = run.live_counts()
-    assert by_status == {**run.counts, "running": 0}
+    counts = run.trial_counts()
+    # the cycle complete x3, pruned, complete, infeasible, complete, failed over 16 trials, trial 9 a duplicate
+    assert {k: counts[k] for k in ("complete", "pruned", "failed", "infeasible", "duplicate", "running")} == {
+        "complete": 9, "pruned": 2, "failed": 2, "infeasible": 2, "duplicate": 1, "running": 0}
+    assert counts["trained"] == 13 and counts["total"] == 16 and counts == run.counts  # run.json agrees
     t0 = run.trial(0)
     assert t0.status == "complete" and t0.state == "COMPLETE" and t0.eligible
     assert t0.config is not None and analytic_cost(t0.config).macs == t0.macs
     assert t0.values == (t0.val_acc, float(t0.macs))
     assert t0.constraints["macs"] < 0 and t0.choices and t0.fidelity.resolution == 32 and t0.fidelity.full
+    assert t0.fidelity.width == 0.5 and run.settings.proxy_width == 0.5
     assert len(t0.history) == 3 and t0.history[-1]["epoch"] == 3
     pruned = run.trial(3)
     assert pruned.state == "PRUNED" and not pruned.eligible and pruned.fidelity.epochs_trained == 1
@@ -378,7 +372,10 @@ def test_measured_latency_from_study_attr_and_result_json(tmp_path):
     result = json.loads((other / "trials" / "00002" / "result.json").read_text())
     (other / "trials" / "00002" / "result.json").write_text(json.dumps({**result, "latency_ms_measured": 12.5}))
     assert load_run(other).trial(2).latency_ms_measured == 12.5
-    assert len(run.pareto_files) == len(pareto_front(run.trials))
+    # every trial measured: the front is made in measured latency (trial 0 is the cheapest and fastest)
+    from results.pareto import front_objectives
+
+    assert front_objectives(run.objectives, run.trials) == ("acc", "macs", "latency_measured")
 
 
 def test_load_run_errors(tmp_path):
@@ -411,14 +408,18 @@ def test_load_run_while_being_written(tmp_path):
         fh.write('{"epoch": 1, "val_acc": 0.5, "train_loss": 1.0, "seconds": 1.0}\n{"epoch": 2, "val_')
     run = load_run(path)
     assert run.status == "running" and len(run.trials) == 6
-    assert run.trial(5).status == "running" and not run.trial(5).eligible
+    assert run.trial(5).status == "running" and not run.trial(5).eligible and not run.trial(5).trained
     assert len(run.trial(5).history) == 1
-    assert run.live_counts()["running"] == 1 and run.trained == 6
-    # a run.json with no journal yet (the search just started)
+    assert run.trial_counts()["running"] == 1 and run.trained == 5  # a running trial has not used up a trial yet
+    # a run.json with no journal yet (the search just started), from an older version: no proxy_width,
+    # a key this version does not know
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    (fresh / "run.json").write_text(json.dumps({"format": 1, "status": "running", "settings": {"budget_macs": 10}}))
-    assert load_run(fresh).trials == ()
+    (fresh / "run.json").write_text(json.dumps({"format": 1, "status": "running",
+                                                "settings": {"budget_macs": 10, "warmup": 2}}))  # fmt: skip
+    old = load_run(fresh)
+    assert old.trials == () and old.settings.budget_macs == 10 and old.settings.extra == {"warmup": 2}
+    assert old.settings.proxy_width is None and old.settings.objectives == ("acc", "macs")  # unknown, not today's 0.5
 
 
 def test_load_run_beside_a_live_writer(tmp_path):
@@ -428,7 +429,7 @@ def test_load_run_beside_a_live_writer(tmp_path):
     path = make_run(tmp_path, n=4, statuses=["complete"] * 4, status="running", write_pareto=False)
     before = sorted(p.name for p in path.rglob("*"))
     storage = JournalStorage(JournalFileBackend(str(path / "study.journal")))
-    study = optuna.load_study(study_name="search", storage=storage)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     template = study.trials[0]
     stop = threading.Event()
 
@@ -508,8 +509,12 @@ def test_nas_runs_lists_runs_and_skips_other_dirs(tmp_path, capsys):
     assert [r["run"] for r in rows] == ["first", "second"]
     first = load_run(tmp_path / "first")
     assert rows[0]["best_acc"] == pytest.approx(first.best().val_acc)
-    assert rows[0]["done"] == first.done and rows[0]["trials"] == 8
-    assert rows[0]["budget_macs"] == 2_000_000_000 and rows[1]["status"] == "running"
+    assert rows[0]["trained"] == first.trained == 7 and rows[0]["trials"] == 8  # 8 trials, one infeasible
+    assert rows[0]["budget_macs"] == 2_000_000_000
+    assert rows[1]["status"] == "interrupted"  # run.json says running, but no search holds the run
+    with RunDir(tmp_path / "second").locked():  # now one does (this process)
+        assert main(["runs", str(tmp_path), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[1]["status"] == "running"
     assert main(["runs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "first" in out and "second" in out and "notes" not in out
@@ -535,3 +540,55 @@ def test_nas_compare_json_and_table(tmp_path, capsys):
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "hypervolume ratio" in out.lower() and "reference" in out.lower()
+
+
+def test_trial_counts_by_hand():
+    """The one counting rule (nas.search.run_dir): what counts as trained, interrupted, running."""
+    from nas.search.run_dir import count_trials, trial_status
+
+    trials = [
+        ("complete", {"trained": True}),
+        ("pruned", {"trained": True}),
+        ("failed", {"trained": True}),  # training raised
+        ("failed", {"interrupted": True}),  # a killed search left it running; --resume re-queued it
+        ("failed", {"trained": False}),  # an architecture the builder rejected: never trained
+        ("infeasible", {"trained": False}),
+        ("duplicate", {"trained": False}),
+        ("running", {}),
+        ("waiting", {}),  # queued: counted with running
+    ]
+    assert count_trials(trials) == {
+        "complete": 1, "pruned": 1, "failed": 3, "running": 2, "infeasible": 1, "duplicate": 1,
+        "total": 9, "interrupted": 1, "trained": 3,
+    }  # fmt: skip
+    # a RUNNING trial with a stale status attr is running; a study not written by nas search is read by state
+    assert trial_status("RUNNING", {"status": "complete"}, {}) == "running"
+    assert trial_status("COMPLETE", {}, {"macs": 5.0}) == "infeasible"
+    assert trial_status("COMPLETE", {}, {"macs": -5.0}) == "complete"
+    assert trial_status("PRUNED", {}, {}) == "pruned" and trial_status("FAIL", {}, {}) == "failed"
+
+
+def test_front_objectives_never_mix_measured_and_predicted_latency():
+    from dataclasses import replace
+
+    from results.pareto import front_objectives
+
+    # (acc, MACs, predicted ms): 1 is slower than 0 at equal accuracy and MACs, so in three objectives 0
+    # dominates 1; 2 trades MACs for accuracy; 3 is pruned and never counts
+    trials = [record(0, 0.8, 100, latency=5.0), record(1, 0.8, 100, latency=6.0), record(2, 0.9, 300, latency=4.0),
+              record(3, 0.99, 10, status="pruned", state="PRUNED", latency=1.0)]  # fmt: skip
+    assert front_objectives(("acc", "macs"), trials) == ("acc", "macs")
+    assert front_objectives(("acc",), trials) == ("acc", "macs")  # MACs always: the budget constrains every run
+    objs = front_objectives(("acc", "macs", "latency"), trials)
+    assert objs == ("acc", "macs", "latency_predicted")
+    assert [t.number for t in pareto_front(trials, objs)] == [0, 2]
+    assert [t.number for t in pareto_front(trials, ("acc", "macs"))] == [0, 1, 2]  # a tie in two objectives
+    # only the front measured (as nas search does): still predicted for all, the same front
+    measured = [replace(trials[0], latency_ms_measured=9.0), trials[1], replace(trials[2], latency_ms_measured=2.0),
+                trials[3]]  # fmt: skip
+    assert front_objectives(("acc", "latency"), measured) == ("acc", "macs", "latency_predicted")
+    # every eligible trial measured: measured latency decides (1 is now faster than 0 and dominates it)
+    every = [replace(t, latency_ms_measured=m) for t, m in zip(measured, (9.0, 7.0, 2.0, None))]
+    objs = front_objectives(("acc", "latency"), every)
+    assert objs == ("acc", "macs", "latency_measured")
+    assert [t.number for t in pareto_front(every, objs)] == [1, 2]

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.search.run_dir import RunDir
+from nas.search.run_dir import STUDY_NAME, RunDir
 from nas.search.settings import SearchSettings
 from nas.units import format_macs
 from search_space import ArchConfig, SearchSpace, analytic_cost, build_model
@@ -212,7 +212,7 @@ def load_study(run: Path):  # type: ignore[no-untyped-def]
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(run / "study.journal"))))
+    return optuna.load_study(study_name=STUDY_NAME, storage=JournalStorage(JournalFileBackend(str(run / "study.journal"))))
 
 
 def ray_trained_numbers(run: Path) -> list[int]:

@@ -240,7 +240,6 @@ def test_pareto_export_ignores_config_names(tmp_path: Path) -> None:
 
     from nas.search import pareto
     from nas.search.run_dir import RunDir
-    from nas.search.settings import SearchSettings
     from search_space import analytic_cost
 
     work = tmp_path / "w" / "x"
@@ -252,10 +251,10 @@ def test_pareto_export_ignores_config_names(tmp_path: Path) -> None:
         cfg = small_config(number).replace(name=name)
         rd.trial_dir(number).mkdir()  # as the search does when it samples a trial
         cost = analytic_cost(cfg)
-        members.append(pareto.FrontMember(number, cfg, 0.5, cost.macs, cost.params, None, seed=number, epochs=1))
+        members.append(pareto.FrontMember(number, cfg, 0.5, cost.macs, cost.params, None))
     before = tree_digest(tmp_path)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    written = pareto.export(rd, members, SearchSettings(budget_macs=10**9), study)
+    written = pareto.export(rd, members, study)
     after = tree_digest(tmp_path)
     new = sorted(set(after) - set(before))
     assert all(k.startswith("w/x/run/") for k in new), new

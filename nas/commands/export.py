@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export architectures of a search run: for each, a YAML model config, a markdown model card "
         "(per-stage summary, params and MACs at the deploy resolution, latency, proxy accuracy, search settings, "
         f"how to rebuild) and optionally ONNX (opset {ONNX_OPSET}, checked with onnxruntime when installed) and "
-        "TorchScript files. Default: the Pareto front (accuracy vs MACs). --top K ranks complete feasible trials "
+        "TorchScript files. Default: the run's Pareto front (accuracy, MACs, and latency when the run optimised "
+        "it). --top K ranks complete feasible trials "
         "by proxy accuracy, ties going to fewer MACs, then the lower trial number. The ONNX/TorchScript graphs "
         "carry freshly initialised weights.",
     )

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "runs",
         help="list search runs",
         description="List the search runs (directories written by nas search) under DIR: status, trials "
-        "done/requested (trained architectures: complete + pruned + failed), best proxy accuracy among "
+        "trained/requested (as nas status counts them: complete + pruned + failed, less trials interrupted by a "
+        "killed search and architectures that never reached training), best proxy accuracy among "
         "complete feasible trials, and the MAC budget (FLOPs = multiply-accumulates). Other "
         "subdirectories are skipped.",
     )
@@ -28,14 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def summarize(run: Run) -> dict[str, Any]:
-    counts = run.live_counts()
+    counts = run.trial_counts()  # the counts of `nas status` (one rule: nas.search.run_dir.count_trials)
     best = run.best()
     s = run.settings
     return {
         "run": run.name,
         "path": str(run.path),
         "status": run.display_status,
-        "done": run.done,
         "trials": s.trials,
         **counts,
         "best_acc": best.val_acc if best else None,
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if r["latency_ms"]:
             limits.append(f"lat<={r['latency_ms']:g}ms")
         print(
-            f"{r['run'][:28]:<28} {r['status']:<12} {str(r['done']) + '/' + str(total):>9} {best:>9} {trial:>7} "
+            f"{r['run'][:28]:<28} {r['status']:<12} {str(r['trained']) + '/' + str(total):>9} {best:>9} {trial:>7} "
             f"{budget:>11} {' '.join(limits) or '-':<18} {','.join(r['objectives'])}"
         )
     return 0

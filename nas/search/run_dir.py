@@ -1,10 +1,15 @@
-"""The run directory of a search: layout, run.json, the lock, the per-trial files.
+"""The run directory of a search: layout, study name, trial statuses, run.json, the lock, trial files.
 
-Layout (the contract `nas status`, `results` and `nas report/export` read)::
+This module is the one definition of the run directory format. `nas search` writes through it;
+every reader (`results.run`, hence `nas status`, `runs`, `report`, `export`, `compare`) reads
+through it. The settings stored in run.json are `settings.SearchSettings` (readers load them as
+`settings.RunSettings`); the Pareto front rules are `results.pareto.run_front`.
+
+Layout::
 
     RUN_DIR/run.json        command, versions, settings, status, counts
     RUN_DIR/space.yaml      the search space used (a copy)
-    RUN_DIR/study.journal   Optuna JournalStorage, study "search"
+    RUN_DIR/study.journal   Optuna JournalStorage, study STUDY_NAME
     RUN_DIR/tune/           Ray Tune experiment state (one experiment per search invocation)
     RUN_DIR/trials/NNNNN/   config.yaml, metrics.jsonl (trained trials only), result.json
     RUN_DIR/pareto/         <name>.yaml + <name>.md of the final Pareto front
@@ -23,7 +28,8 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +42,83 @@ from search_space.errors import UserError
 
 FORMAT = 1
 STUDY_NAME = "search"
+TRIAL_DIR_DIGITS = 5
+
+# -- trial statuses ------------------------------------------------------------------------------
+# Every trial of the study has one status, kept in its "status" user attr once it is finished:
+#
+#   complete    trained for every proxy epoch (Optuna COMPLETE); the only status whose accuracy is
+#               comparable, hence the only one on a Pareto front (when feasible)
+#   pruned      stopped early by ASHA (PRUNED); its accuracy is from partial training
+#   failed      training raised, lost its worker or diverged (FAIL); also an architecture the
+#               builder rejected (``trained: False``) and a trial a killed search left running
+#               (``interrupted: True``, marked by ``nas search --resume``, which re-queues it)
+#   infeasible  violates a constraint; told at once (COMPLETE, constraint > 0), never trained
+#   duplicate   same architecture as an earlier trial; told its outcome, never trained
+#   running     RUNNING in the study (being trained, or orphaned by a kill until --resume)
+#   waiting     WAITING in the study (queued); counted under "running"
+#
+# "trained" (what --trials counts): complete, pruned or failed, except interrupted trials and
+# architectures that never reached training.
 STATUSES = ("complete", "pruned", "failed", "infeasible", "duplicate")
+TRAINED_STATUSES = ("complete", "pruned", "failed")
 COUNT_KEYS = ("complete", "pruned", "failed", "running", "infeasible", "duplicate")
+
+
+def trial_status(state: str, attrs: Mapping[str, Any], constraints: Mapping[str, float]) -> str:
+    """The status of a trial from its Optuna state name, user attrs and constraints."""
+    if state in ("RUNNING", "WAITING"):
+        return state.lower()  # a status attr set before training does not mean it finished
+    status = attrs.get("status")
+    if status in STATUSES:
+        return str(status)
+    # no status recorded (a study not written by nas search): read it off the state
+    if state == "COMPLETE":
+        return "complete" if is_feasible(constraints) else "infeasible"
+    return "pruned" if state == "PRUNED" else "failed"
+
+
+def is_feasible(constraints: Mapping[str, float]) -> bool:
+    """Every recorded constraint <= 0 (Optuna's convention; none recorded counts as feasible)."""
+    return all(v <= 0 for v in constraints.values())
+
+
+def is_interrupted(attrs: Mapping[str, Any]) -> bool:
+    return bool(attrs.get("interrupted"))
+
+
+def counts_as_trained(status: str, attrs: Mapping[str, Any]) -> bool:
+    """Whether a trial used up one of the --trials: trained (to the end, pruned, or failed while
+    training), not told without training, not cut short by a killed search."""
+    return status in TRAINED_STATUSES and not is_interrupted(attrs) and attrs.get("trained") is not False
+
+
+def is_eligible(state: str, status: str, constraints: Mapping[str, float]) -> bool:
+    """Fully trained, feasible and not a duplicate: the trials whose accuracies may be compared
+    (the candidates of every Pareto front, ranking and export)."""
+    return state == "COMPLETE" and status == "complete" and is_feasible(constraints)
+
+
+def count_trials(trials: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, int]:
+    """Counts of (status, user attrs) pairs: one per COUNT_KEYS (waiting under running), plus
+    ``total``, ``interrupted`` (part of failed) and ``trained`` (see `counts_as_trained`)."""
+    counts = {k: 0 for k in COUNT_KEYS}
+    interrupted = trained = 0
+    for status, attrs in trials:
+        counts["running" if status in ("running", "waiting") else status] += 1
+        interrupted += status == "failed" and is_interrupted(attrs)
+        trained += counts_as_trained(status, attrs)
+    return {**counts, "total": sum(counts.values()), "interrupted": interrupted, "trained": trained}
+
+
+def frozen_status(t: Any) -> str:
+    """`trial_status` of an Optuna FrozenTrial."""
+    return trial_status(t.state.name, t.user_attrs, t.constraints)
+
+
+def count_frozen(trials: Iterable[Any]) -> dict[str, int]:
+    """`count_trials` of Optuna FrozenTrials."""
+    return count_trials((frozen_status(t), t.user_attrs) for t in trials)
 
 
 def now_iso() -> str:
@@ -67,9 +148,11 @@ def versions() -> dict[str, str]:
 
 
 def arch_hash(cfg: ArchConfig) -> str:
-    """sha1 of the canonical config YAML without its name: equal architectures, equal hash."""
+    """sha1 of the canonical config YAML without its name and training-only fields: equal
+    architectures, equal hash (and the hashes of runs made before drop_path_rate existed hold)."""
     data = cfg.to_dict()
     data.pop("name", None)
+    data.pop("drop_path_rate", None)  # a training hyperparameter, not part of the architecture
     return hashlib.sha1(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -120,20 +203,31 @@ class RunDir:
         return self.path / ".lock"
 
     def trial_dir(self, number: int) -> Path:
-        return self.trials_dir / f"{number:05d}"
+        return self.trials_dir / f"{number:0{TRIAL_DIR_DIGITS}d}"
 
     # -- checks (no writes) -------------------------------------------------------------
     def is_run(self) -> bool:
         return self.run_json.is_file()
 
-    def read_run_json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.run_json.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{self.path}: not a search run directory (no run.json)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.run_json}: unreadable run.json ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or "settings" not in data:
+    def read_run_json(self, *, strict: bool = True, attempts: int = 5) -> dict[str, Any]:
+        """run.json as a dict. ``strict`` (the search, `nas status`): it must be of this FORMAT
+        and hold settings; readers of older or partial runs pass ``strict=False``. A file caught
+        mid-write (by a writer that does not rename, e.g. a copy) is re-read a few times."""
+        problem = ""
+        for attempt in range(attempts):
+            try:
+                data = json.loads(self.run_json.read_text(encoding="utf-8"))
+                break
+            except FileNotFoundError:
+                raise UserError(f"{self.path}: not a search run directory (no run.json)") from None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                problem = type(exc).__name__
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            raise UserError(f"{self.run_json}: unreadable run.json ({problem})")
+        if not isinstance(data, dict):
+            raise UserError(f"{self.run_json}: unreadable run.json (not a JSON object)")
+        if strict and (data.get("format") != FORMAT or "settings" not in data):
             raise UserError(f"{self.run_json}: not a run.json of format {FORMAT}")
         return data
 
@@ -165,6 +259,27 @@ class RunDir:
         finally:
             os.close(fd)
         return False
+
+    def search_alive(self) -> bool:
+        """Whether the search that wrote its pid into ``.lock`` still runs.
+
+        Reads the pid only, never the lock itself, so looking at a run can never make a search
+        that is starting up find its directory in use. No lock file or no pid: no search.
+        """
+        pid = _read_pid(self.lock_file)
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        return True
+
+    def shown_status(self, recorded: str) -> str:
+        """run.json's status, except that a "running" run whose search is gone was interrupted."""
+        return "interrupted" if recorded == "running" and not self.search_alive() else recorded
 
     # -- the lock -----------------------------------------------------------------------
     @contextmanager
@@ -244,19 +359,11 @@ class RunDir:
             return None
 
 
-def counts_as_trained(attrs: dict[str, Any]) -> bool:
-    """Whether a trial used up one of the --trials: trained (to the end, pruned, or failed while
-    training), not told without training, not cut short by a killed search."""
-    if attrs.get("interrupted") or attrs.get("trained") is False:
-        return False
-    return attrs.get("status") in ("complete", "pruned", "failed")
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
         return int(text) if text.isdigit() else None
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
 
 

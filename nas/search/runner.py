@@ -36,7 +36,7 @@ from search_space import SearchSpace
 from search_space.errors import UserError
 
 from ..units import format_macs
-from .run_dir import RunDir, default_run_dir, now_iso, repair_journal
+from .run_dir import STUDY_NAME, RunDir, default_run_dir, now_iso, repair_journal
 from .settings import (
     SearchSettings,
     check_space_fits,
@@ -337,7 +337,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
 
     from . import pareto
     from .searcher import NasSearcher, make_sampler, mark_interrupted
-    from .status import count_trials
+    from .status import count_study
 
     rd = plan.run_dir
     if plan.resume:
@@ -353,14 +353,15 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     repair_journal(rd.journal)
     storage = JournalStorage(JournalFileBackend(str(rd.journal)))
     if plan.resume:
-        study = optuna.create_study(storage=storage, study_name="search", directions=s.directions, load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=s.directions,
+                                    load_if_exists=True)
         interrupted = mark_interrupted(study)
         if interrupted:
             err_console.print(f"resume: {len(interrupted)} interrupted trial(s) marked failed and re-queued: {interrupted}",
                               highlight=False)  # fmt: skip
 
-    counts = count_trials(storage)
-    best = _best(storage)
+    counts = count_study(storage)
+    best = _best(storage, rd, s)
     progress = Progress(s.trials, counts, best, err_console)
     searcher = NasSearcher(
         space=plan.space,
@@ -377,7 +378,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     def write_counts() -> None:  # keep run.json's counts fresh for `nas runs` / `nas status`
         if time.monotonic() - last_write[0] > 2.0:
             last_write[0] = time.monotonic()
-            rd.update(counts=count_trials(searcher.study._storage))
+            rd.update(counts=count_study(searcher.study._storage))
 
     progress.on_change = write_counts
     remaining = s.trials - searcher.trained_count()
@@ -398,14 +399,15 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     interrupted_now = bool(searcher.live) or (trained < s.trials and not searcher.exhausted)
     status = "interrupted" if interrupted_now else "finished"
 
-    members = pareto.front(searcher.study, s)
+    members = pareto.front(searcher.study, s, rd)
     if s.uses_latency and members and not interrupted_now:
         err_console.print(f"measuring the latency of {len(members)} Pareto architecture(s) on {s.device}", highlight=False)
         pareto.measure_front(members, s)
-    pareto.export(rd, members, s, searcher.study)
-    counts = count_trials(searcher.study._storage)
+    pareto.export(rd, members, searcher.study)
+    counts = count_study(searcher.study._storage)
     wall = time.monotonic() - started
     rd.update(status=status, counts=counts, pareto=pareto.summary(members), last_wall_seconds=round(wall, 1))
+    pareto.write_cards(rd, members)  # after run.json says how the search ended: the cards quote it
 
     console.print(pareto.table(members, s))
     console.print(
@@ -479,8 +481,12 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{int(trial.config['number']):05d}"
 
 
-def _best(storage: Any) -> tuple[float, int] | None:
-    from .status import best_trials
+def _best(storage: Any, rd: RunDir, s: SearchSettings) -> tuple[float, int] | None:
+    """The most accurate eligible trial so far (accuracy, MACs), for the progress line."""
+    from results.run import rank_trials, trial_record
 
-    top = best_trials(storage, 1)
-    return (top[0]["val_acc"], top[0]["macs"]) if top else None
+    from .status import study_trials
+
+    records = [trial_record(t, rd.path, s) for t in study_trials(storage)]
+    top = rank_trials([t for t in records if t.eligible], "acc")
+    return (top[0].val_acc, top[0].macs) if top else None  # type: ignore[return-value]

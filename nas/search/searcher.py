@@ -44,7 +44,7 @@ from search_space.errors import UserError
 
 from ..units import format_count, format_macs
 from .faults import DriverFaults
-from .run_dir import RunDir, arch_hash, counts_as_trained
+from .run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
 from .settings import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class NasSearcher(OptunaSearch):
             metric=metrics[0] if single else metrics,
             mode=modes[0] if single else modes,
             sampler=sampler,
-            study_name="search",
+            study_name=STUDY_NAME,
             storage=storage,
         )
         # Tune checks every reported result for the searcher's metrics; only accuracy is reported
@@ -155,14 +155,13 @@ class NasSearcher(OptunaSearch):
     def _index_study(self) -> None:
         for t in self.study.get_trials(deepcopy=False):
             h = t.user_attrs.get("arch_hash")
-            status = t.user_attrs.get("status")
-            if h and status in ("complete", "pruned", "failed") and not t.user_attrs.get("interrupted"):
+            if h and counts_as_trained(frozen_status(t), t.user_attrs):
                 self.by_hash.setdefault(h, t.number)
                 self.outcomes[t.number] = (t.state, t.values, dict(t.user_attrs))
 
     def trained_count(self) -> int:
         """Trials that count against --trials: trained to the end, pruned, or failed (not interrupted)."""
-        return sum(counts_as_trained(t.user_attrs) for t in self.study.get_trials(deepcopy=False))
+        return sum(counts_as_trained(frozen_status(t), t.user_attrs) for t in self.study.get_trials(deepcopy=False))
 
     # -- define-by-run: one candidate -------------------------------------------------------
     def _define(self, trial: optuna.Trial) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,24 @@ class SearchSettings:
 
     def with_overrides(self, **changes: Any) -> SearchSettings:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RunSettings(SearchSettings):
+    """The settings of a run as a reader finds them in run.json: `SearchSettings` itself, loaded
+    leniently. A key missing from an old or partial run.json is None (unknown: never today's
+    default, which may not be what that run used; ``objectives`` falls back to the default pair),
+    and keys this version does not know are kept in ``extra``."""
+
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_run_json(cls, data: Mapping[str, Any] | None) -> RunSettings:
+        data = data if isinstance(data, Mapping) else {}
+        known = [f.name for f in fields(SearchSettings)]
+        values: dict[str, Any] = {name: data.get(name) for name in known}
+        values["objectives"] = tuple(data.get("objectives") or DEFAULT_OBJECTIVES)
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 
 # -- parsing --------------------------------------------------------------------------------
