@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from search_space import SearchSpace, StageConfig, analytic_report, build_model
-from search_space.walk import drop_path_rates, network_parts
+from search_space.walk import drop_path_schedule, network_parts
 
 
 def test_parts_in_forward_order_with_sizes(tiny_cfg):
@@ -54,7 +54,7 @@ def test_build_and_count_follow_the_walk(tiny_cfg):
 
 
 class _WithDropPath:
-    """Stages and a stochastic-depth rate (the config field the stochastic-depth work adds)."""
+    """Just what the schedule reads: stages and a stochastic-depth rate."""
 
     def __init__(self, depths: tuple[int, ...], rate: float) -> None:
         self.stages = tuple(StageConfig("van", d, 16) for d in depths)
@@ -69,10 +69,11 @@ class _WithDropPath:
         ((1,), 0.5, [0.0]),  # a single block: no drop
     ],
 )
-def test_drop_path_rates_are_linear_over_all_blocks(depths, rate, expected):
-    assert drop_path_rates(_WithDropPath(depths, rate)) == pytest.approx(expected)  # type: ignore[arg-type]
+def test_drop_path_schedule_is_linear_over_all_blocks(depths, rate, expected):
+    assert drop_path_schedule(_WithDropPath(depths, rate)) == pytest.approx(expected)  # type: ignore[arg-type]
 
 
-def test_no_drop_path_without_the_field(tiny_cfg):
-    assert drop_path_rates(tiny_cfg) == [0.0] * sum(s.depth for s in tiny_cfg.stages)
+def test_no_drop_path_at_rate_zero(tiny_cfg):
+    assert tiny_cfg.drop_path_rate == 0.0
+    assert drop_path_schedule(tiny_cfg) == [0.0] * sum(s.depth for s in tiny_cfg.stages)
     assert {p.drop_path for p in network_parts(tiny_cfg) if p.kind == "block"} == {0.0}
