@@ -334,7 +334,9 @@ def test_search_with_a_new_block_family(tmp_path: Path) -> None:
         for path in exported:
             assert path.read_text().count("block: convnext") == 4
             rows = [r for r in path.with_suffix(".md").read_text().splitlines() if "| convnext |" in r]
-            assert len(rows) == 4 and all("| - | - |" in r for r in rows)  # no heads, no K/V reduction
+            cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+            # the card's stage table: stage, block, depth, width, map, heads, mlp ratio, K/V reduction, kernels, ...
+            assert len(rows) == 4 and all(c[5] == "-" and c[7] == "-" and c[8].startswith("DW ") for c in cells)
     finally:
         tagged.cleanup()
 
