@@ -111,7 +111,7 @@ BAD_INPUTS = [
     (["--budget", "4G", "--data-fraction", "1.5", "--out", "{new}"], "--data-fraction 1.5 must be in (0, 1]"),
     (["--budget", "4G", "--data", "cifar10:/nonexistent/cifar", "--out", "{new}"], "/nonexistent/cifar does not exist"),
     (["--budget", "4G", "--data", "imagefolder:/nonexistent/imgs", "--out", "{new}"], "/nonexistent/imgs does not exist"),
-    (["--budget", "4G", "--data", "mnist", "--out", "{new}"], "unknown data spec 'mnist'"),
+    (["--budget", "4G", "--data", "svhn", "--out", "{new}"], "unknown data spec 'svhn'"),
     (["--budget", "4G", "--objectives", "acc,flops", "--out", "{new}"], "unknown objective 'flops'"),
     (["--budget", "4G", "--objectives", "macs", "--out", "{new}"], "must start with acc"),
     (["--budget", "4G", "--sampler", "grid", "--out", "{new}"], "invalid choice: 'grid'"),

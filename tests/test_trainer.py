@@ -229,7 +229,7 @@ def test_nas_train_failure_exits_1_with_one_line(tiny_yaml: Path, capsys: pytest
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data", "mnist"], "unknown data spec 'mnist'"),
+        (["--data", "svhn"], "unknown data spec 'svhn'"),
         (["--data", "cifar10:/no/such/dir"], "does not exist"),
         (["--resolution", "48"], "not a multiple of 32"),
         (["--fraction", "2"], "must be in (0, 1]"),
