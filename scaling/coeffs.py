@@ -214,6 +214,7 @@ def search_coefficients(
     threads: int | None = None,
     match_macs: bool = True,
     on_result: Callable[[CandidateResult], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> CoeffsReport:
     if not math.isfinite(target) or target <= 1:
         raise UserError(f"--target must be a number > 1, got {target:g}")
@@ -229,6 +230,9 @@ def search_coefficients(
     scaled = [expand(base, 1.0, c, match_macs=match_macs) for c in chosen]  # refuses absurd/impossible ones first
 
     from train_proxy.data import load_data  # late: torch-heavy, and only this command trains
+
+    if on_start is not None:  # everything the user gave is valid: the command starts for real
+        on_start()
     from train_proxy.trainer import ProxySpec, train_proxy
 
     data_cache: dict[int, Any] = {}

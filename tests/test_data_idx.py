@@ -7,6 +7,7 @@ by any writer of the package, so the reader is checked against the format, not a
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -191,3 +192,26 @@ def test_real_fashion_mnist_files() -> None:
     pixels = train_x.astype(np.float64) / 255
     assert pixels.mean() == pytest.approx(D.FASHION_MNIST_MEAN, abs=1e-4)
     assert pixels.std() == pytest.approx(D.FASHION_MNIST_STD, abs=1e-4)
+
+
+def test_commands_resolve_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, tiny_cfg) -> None:
+    """`nas search` records the resolved spec (never "default"); `nas train` says why it fell back."""
+    from nas.cli import build_parser
+    from nas.search.settings import new_settings
+
+    _write(tmp_path / "mine", False, _standard())
+    monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "mine"))
+    args = build_parser().parse_args(["search", "--budget", "4G"])
+    assert new_settings(args).to_json()["data"] == "fashion-mnist"
+    args = build_parser().parse_args(["search", "--budget", "4G", "--data", "digits"])
+    assert new_settings(args).data == "digits"
+    monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "nothing-here"))
+    args = build_parser().parse_args(["search", "--budget", "4G"])
+    assert new_settings(args).data == "digits"
+    train = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--no-progress", "--json"]
+    code, out, err = cli("train", str(tmp_path / "missing.yaml"), *train)
+    assert code == 2 and len(err.strip().splitlines()) == 1  # bad input: still one line, no notice before it
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    code, out, err = cli("train", str(tmp_path / "tiny.yaml"), *train)
+    assert code == 0 and json.loads(out)["data"] == "digits"
+    assert err.strip() == D.default_data_notice()

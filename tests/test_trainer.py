@@ -198,7 +198,7 @@ def tiny_yaml(tmp_path: Path) -> Path:
     return path
 
 
-ARGS = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--device", "cpu"]
+ARGS = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--device", "cpu", "--data", "digits"]
 
 
 def test_nas_train_json(tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:

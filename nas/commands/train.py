@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The class count comes from the data. Exit status 1 when the training fails (non-finite loss).",
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. van_b0) or path to a model config YAML")
-    p.add_argument("--data", default="digits", help="digits (embedded, default), cifar10:PATH or imagefolder:PATH")
+    p.add_argument("--data", help="fashion-mnist (the default where installed, else digits), fashion-mnist:DIR, mnist:DIR, digits, cifar10:PATH or imagefolder:PATH")
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs (default 3)")
     p.add_argument(
         "--resolution", type=resolution_arg, default=32, help="proxy input side, a multiple of 32 (default 32)"
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
+    from train_proxy.data import resolve_data_arg
     from train_proxy.trainer import resolve_device
 
     cfg = resolve_config(args.model)
@@ -57,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     resolve_device(spec.device)  # an unusable device is refused before the data is read
-    bundle = load_data(args.data, spec.resolution, fraction=spec.data_fraction)
+    data, notice = resolve_data_arg(args.data)
+    bundle = load_data(data, spec.resolution, fraction=spec.data_fraction)
+    if notice:
+        print(notice, file=sys.stderr)
 
     def report_epoch(record: dict) -> None:
         if not args.json:
