@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run_guarded
-from nas.cli_utils import OneLineErrorParser, positive_int, print_json
+from nas.cli_utils import DATA_HELP, OneLineErrorParser, positive_int, print_json
 from search_space import UserError, resolve_config
 
 from .compound import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, Coefficients, Scaled, expand, format_phi
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy resolution of the base model; candidates scale it by their gain (default 64)")  # fmt: skip
     p.add_argument("--proxy-width", type=_number("proxy width"), default=0.25,
                    help="width multiplier of the proxy models (default 0.25)")  # fmt: skip
-    p.add_argument("--data", help="fashion-mnist (the default where installed, else digits), fashion-mnist:DIR, mnist:DIR, digits, cifar10:PATH or imagefolder:PATH")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--data-fraction", type=_number("data fraction"), default=0.5,
                    help="share of the training data (default 0.5)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=32, help="proxy batch size (default 32)")

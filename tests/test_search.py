@@ -157,7 +157,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 def test_cuda_latency_device_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run_cli(["search", "--budget", "4G", "--latency-ms", "15", "--device", "cuda",
+    code, _, err = run_cli(["search", "--budget", "4G", "--latency-ms", "15", "--device", "cuda", "--data", "digits",
                             "--out", str(tmp_path / "run")], capsys)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "CUDA is not available" in err
     assert not (tmp_path / "run").exists()

@@ -319,7 +319,9 @@ def _load_digits(resolution: int, fraction: float, seed: int) -> DataBundle:
 # -- MNIST-format IDX folders (Fashion-MNIST, MNIST) ----------------------------------------
 
 
-def _grey_to_normalised(images: np.ndarray, resolution: int, mean: float, std: float, chunk: int = 4096) -> torch.Tensor:
+def _grey_to_normalised(
+    images: np.ndarray, resolution: int, mean: float, std: float, chunk: int = 4096
+) -> torch.Tensor:
     """N x H x W uint8 -> N x 1 x R x R float32, resized (bilinear, antialiased) and normalised."""
     n = len(images)
     out = torch.empty(n, 1, resolution, resolution, dtype=torch.float32)

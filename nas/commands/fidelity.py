@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cli_utils import positive_int, print_json, resolution_arg
+from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 
 
 def _fraction(text: str) -> float:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proxy-fraction", type=_fraction, default=0.25,
                    help="share of the training data the proxy sees (default: 0.25)")  # fmt: skip
     p.add_argument("--top-k", type=positive_int, help="k of the top-k overlap (default: n // 3)")
-    p.add_argument("--data", help="fashion-mnist (the default where installed, else digits), fashion-mnist:DIR, mnist:DIR, digits, cifar10:PATH or imagefolder:PATH")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--space", help="search space YAML (default: the packaged default space)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default: 64)")
     p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),

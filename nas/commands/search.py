@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from ..cli_utils import non_negative_int, positive_int, resolution_arg
+from ..cli_utils import DATA_HELP, non_negative_int, positive_int, resolution_arg
 from ..search import settings as S
 
 DEFAULTS = textwrap.fill(
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"width multiplier of the proxy model (default {S.DEFAULT_PROXY_WIDTH:g}; 1 trains the real widths)")  # fmt: skip
     t.add_argument("--batch-size", type=positive_int, help=f"proxy batch size (default {S.DEFAULT_BATCH_SIZE})")
     t.add_argument("--data-fraction", metavar="F", help=f"fraction of the training data (default {S.DEFAULT_DATA_FRACTION:g})")
-    t.add_argument("--data", metavar="SPEC", help="fashion-mnist (the default where installed, else digits), fashion-mnist:DIR, mnist:DIR, digits, cifar10:PATH or imagefolder:PATH")
+    t.add_argument("--data", metavar="SPEC", help=DATA_HELP)
     r = p.add_argument_group("resources and run directory")
     r.add_argument("--concurrency", type=positive_int, help="trials at a time (default: one per CPU of the cluster)")
     r.add_argument("--threads", type=positive_int, help="CPU threads per trial (default: CPUs / concurrency)")

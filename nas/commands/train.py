@@ -8,7 +8,7 @@ import sys
 
 from search_space import resolve_config
 
-from ..cli_utils import positive_int, print_json, resolution_arg
+from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 from ..units import format_count, format_macs
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The class count comes from the data. Exit status 1 when the training fails (non-finite loss).",
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. van_b0) or path to a model config YAML")
-    p.add_argument("--data", help="fashion-mnist (the default where installed, else digits), fashion-mnist:DIR, mnist:DIR, digits, cifar10:PATH or imagefolder:PATH")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs (default 3)")
     p.add_argument(
         "--resolution", type=resolution_arg, default=32, help="proxy input side, a multiple of 32 (default 32)"
