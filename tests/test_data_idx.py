@@ -217,3 +217,17 @@ def test_commands_resolve_the_default(tmp_path: Path, monkeypatch: pytest.Monkey
     code, out, err = cli("train", str(tmp_path / "tiny.yaml"), *train)
     assert code == 0 and json.loads(out)["data"] == "digits"
     assert err.strip() == D.default_data_notice()
+
+
+def test_train_reports_test_accuracy_only_when_asked(tmp_path: Path, cli, tiny_cfg) -> None:
+    _write(tmp_path / "f", True, _standard())
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    train = ["train", str(tmp_path / "tiny.yaml"), "--data", f"fashion-mnist:{tmp_path / 'f'}", "--epochs", "1",
+             "--batch-size", "16", "--threads", "1", "--no-progress", "--json"]  # fmt: skip
+    code, out, _ = cli(*train)
+    assert code == 0 and json.loads(out)["test_acc"] is None
+    code, out, _ = cli(*train, "--test")
+    acc = json.loads(out)["test_acc"]
+    assert code == 0 and acc * N_TEST == pytest.approx(round(acc * N_TEST))  # a share of the 20 test images
+    code, out, err = cli(*train[:2], "--data", "digits", *train[4:], "--test")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no official test split" in err

@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from search_space import resolve_config
+from search_space import UserError, resolve_config
 
 from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 from ..units import format_count, format_macs
@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate of AdamW (default 2e-3)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--test", action="store_true",
+                   help="also report test_acc on the data's official test split (fashion-mnist, mnist:DIR; "
+                        "kept apart from training and validation, never used by searches)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(spec.device)  # an unusable device is refused before the data is read
     data, notice = resolve_data_arg(args.data)
     bundle = load_data(data, spec.resolution, fraction=spec.data_fraction)
+    if args.test and bundle.test is None:
+        raise UserError(f"--test: {bundle.name} has no official test split (fashion-mnist and mnist:DIR have one)")
     if notice:
         print(notice, file=sys.stderr)
 
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.json:
         print(f"training {cfg.name} on {bundle.summary()}")
-    result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress)
+    result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress,
+                         evaluate_test=args.test)  # fmt: skip
     out = {
         "name": cfg.name,
         "data": bundle.name,
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "failure_reason": result.failure_reason,
         "val_acc": result.val_acc,
         "best_val_acc": result.best_val_acc,
+        "test_acc": result.test_acc,
         "epochs": result.epochs,
         "epochs_requested": spec.epochs,
         "train_seconds": result.train_seconds,
@@ -105,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{cfg.name} at {spec.resolution} px ({format_count(result.params)} params, "
             f"{format_macs(result.macs)} MACs): val_acc {result.val_acc:.4f} (best {result.best_val_acc:.4f}) "
-            f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
+            + (f"test_acc {result.test_acc:.4f} " if result.test_acc is not None else "")
+            + f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
             f"on {result.device}"
         )
     if result.status == "failed":
