@@ -112,6 +112,8 @@ BAD_INPUTS = [
     (["--budget", "4G", "--data", "cifar10:/nonexistent/cifar", "--out", "{new}"], "/nonexistent/cifar does not exist"),
     (["--budget", "4G", "--data", "imagefolder:/nonexistent/imgs", "--out", "{new}"], "/nonexistent/imgs does not exist"),
     (["--budget", "4G", "--data", "svhn", "--out", "{new}"], "unknown data spec 'svhn'"),
+    (["--budget", "4G", "--data", "fashion-mnist:/nonexistent/fm", "--out", "{new}"], "/nonexistent/fm does not exist"),
+    (["--budget", "4G", "--data", "mnist:{tmp}", "--out", "{new}"], "missing train-images-idx3-ubyte.gz"),
     (["--budget", "4G", "--objectives", "acc,flops", "--out", "{new}"], "unknown objective 'flops'"),
     (["--budget", "4G", "--objectives", "macs", "--out", "{new}"], "must start with acc"),
     (["--budget", "4G", "--sampler", "grid", "--out", "{new}"], "invalid choice: 'grid'"),
