@@ -233,15 +233,15 @@ def search_coefficients(
 
     if on_start is not None:  # everything the user gave is valid: the command starts for real
         on_start()
-    from train_proxy.trainer import ProxySpec, train_proxy
+    from train_proxy.trainer import DATA_SEED, ProxySpec, train_proxy
 
     data_cache: dict[int, Any] = {}
     results: list[CandidateResult] = []
     for coeffs, s in zip(chosen, scaled):
         res = proxy_resolution_for(base, s.config, proxy_resolution)
         result = CandidateResult(coeffs, s, res)
-        if res not in data_cache:  # full bundle; the trainer takes the same stratified fraction for every candidate
-            data_cache[res] = load_data(data, res)
+        if res not in data_cache:  # the same stratified fraction (the trainer's seed) for every candidate
+            data_cache[res] = load_data(data, res, fraction=data_fraction, seed=DATA_SEED)
         spec = ProxySpec(
             resolution=res,
             epochs=epochs,

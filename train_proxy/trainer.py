@@ -203,8 +203,11 @@ class _Run:
         self.pad = round(bundle.max_shift * spec.resolution)
         resident = self.cuda and _nbytes(bundle) <= CUDA_RESIDENT_BYTES
         store = device if resident else torch.device("cpu")
-        self.x_train, self.y_train = x_train.to(store).contiguous(), y_train.to(store)
-        self.x_val, self.y_val = (t.to(store).contiguous() for t in bundle.val.tensors)
+        # On the CPU a grey data set's 3-channel view stays a view (a third of the memory): batches
+        # are gathered by index and evaluation slices feed the model as they are.
+        dense = (lambda t: t.contiguous()) if self.cuda else (lambda t: t)
+        self.x_train, self.y_train = dense(x_train.to(store)), y_train.to(store)
+        self.x_val, self.y_val = (dense(t.to(store)) for t in bundle.val.tensors)
         if self.cuda and not resident:
             self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
 
