@@ -45,3 +45,11 @@ def resolution_arg(text: str) -> int:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, sort_keys=False))
+
+
+# --data of the commands that train (nas train/search/fidelity, scaling coeffs); the default is
+# resolved by train_proxy.data.default_data_spec when the data is needed.
+DATA_HELP = (
+    "fashion-mnist (the default where installed, else the bundled digits), fashion-mnist:DIR, mnist:DIR, "
+    "digits, cifar10:PATH or imagefolder:PATH"
+)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run_guarded
-from nas.cli_utils import OneLineErrorParser, non_negative_int, positive_int, print_json
+from nas.cli_utils import DATA_HELP, OneLineErrorParser, non_negative_int, positive_int, print_json
 from search_space import UserError, resolve_config
 from search_space.blocks import get_block
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy resolution of the base model; candidates scale it by their gain (default 64)")  # fmt: skip
     p.add_argument("--proxy-width", type=_number("proxy width"), default=0.25,
                    help="width multiplier of the proxy models (default 0.25)")  # fmt: skip
-    p.add_argument("--data", default="digits", help="digits (embedded), cifar10:PATH or imagefolder:PATH")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--data-fraction", type=_number("data fraction"), default=0.5,
                    help="share of the training data (default 0.5)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=32, help="proxy batch size (default 32)")
@@ -199,6 +199,9 @@ def run_coeffs(args: argparse.Namespace) -> int:
         print(f"  trained alpha={c.alpha:g} beta={c.beta:g} gamma={c.gamma:g} at {result.proxy_resolution} px: "
               f"{acc} in {result.train_seconds:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
 
+    from train_proxy.data import resolve_data_arg
+
+    data, notice = resolve_data_arg(args.data)
     report = search_coefficients(
         base,
         target=args.target,
@@ -207,7 +210,7 @@ def run_coeffs(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         proxy_resolution=args.proxy_resolution,
         proxy_width=args.proxy_width,
-        data=args.data,
+        data=data,
         data_fraction=args.data_fraction,
         batch_size=args.batch_size,
         max_candidates=args.max_candidates,
@@ -215,6 +218,7 @@ def run_coeffs(args: argparse.Namespace) -> int:
         threads=args.threads,
         match_macs=args.match_macs,
         on_result=progress,
+        on_start=(lambda: print(notice, file=sys.stderr, flush=True)) if notice else None,
     )
     if args.json:
         print_json(report.to_dict())

@@ -214,6 +214,7 @@ def search_coefficients(
     threads: int | None = None,
     match_macs: bool = True,
     on_result: Callable[[CandidateResult], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> CoeffsReport:
     if not math.isfinite(target) or target <= 1:
         raise UserError(f"--target must be a number > 1, got {target:g}")
@@ -229,15 +230,18 @@ def search_coefficients(
     scaled = [expand(base, 1.0, c, match_macs=match_macs) for c in chosen]  # refuses absurd/impossible ones first
 
     from train_proxy.data import load_data  # late: torch-heavy, and only this command trains
-    from train_proxy.trainer import ProxySpec, train_proxy
+
+    if on_start is not None:  # everything the user gave is valid: the command starts for real
+        on_start()
+    from train_proxy.trainer import DATA_SEED, ProxySpec, train_proxy
 
     data_cache: dict[int, Any] = {}
     results: list[CandidateResult] = []
     for coeffs, s in zip(chosen, scaled):
         res = proxy_resolution_for(base, s.config, proxy_resolution)
         result = CandidateResult(coeffs, s, res)
-        if res not in data_cache:  # full bundle; the trainer takes the same stratified fraction for every candidate
-            data_cache[res] = load_data(data, res)
+        if res not in data_cache:  # the same stratified fraction (the trainer's seed) for every candidate
+            data_cache[res] = load_data(data, res, fraction=data_fraction, seed=DATA_SEED)
         spec = ProxySpec(
             resolution=res,
             epochs=epochs,

@@ -1,14 +1,37 @@
 #!/usr/bin/env bash
 # Install hybrid-nas and its dependencies. Picks a CPU build of PyTorch where no GPU is present
 # (an unpinned `torch` would pull a multi-GB CUDA build).
-# Usage: bash scripts/install.sh          the package (to run `nas` and `scaling`)
+# Usage: bash scripts/install.sh          the package (to run `nas` and `scaling`) and Debian's
+#                                          dataset-fashion-mnist (the default data) where apt-get can
 #        bash scripts/install.sh --test   plus the test tools, and Debian's chromium for the
 #                                          report's headless-browser test where apt-get can install it
+# Without apt-get (or root) nothing fails: the commands fall back to the bundled digits data and
+# this script says where to put Fashion-MNIST's four IDX files instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+can_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }
+APT_UPDATED=""
+apt_install() {  # apt_install PACKAGE: quietly, one apt-get update per run; fails without failing the script
+  if [ -z "$APT_UPDATED" ]; then apt-get update -qq || return 1; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}
+
+FMNIST_DIR=/usr/share/datasets/fashion-mnist  # where dataset-fashion-mnist puts the IDX files
+install_fashion_mnist() {
+  if [ -n "${HYBRID_NAS_FASHION_MNIST:-}" ] || [ -e "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
+    return 0
+  fi
+  if can_apt && apt_install dataset-fashion-mnist; then
+    return 0
+  fi
+  echo "install.sh: Fashion-MNIST (the default data) not installed; commands will use the small bundled digits." \
+       "To get it: apt-get install dataset-fashion-mnist (Debian, as root), or put train-images-idx3-ubyte.gz," \
+       "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in a folder" \
+       "and set HYBRID_NAS_FASHION_MNIST=that folder (or pass --data fashion-mnist:DIR)" >&2
+}
 
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   if has_gpu; then
@@ -22,9 +45,8 @@ fi
 if [ "${1:-}" = "--test" ]; then
   "$PY" -m pip install -q -e ".[test]"
   if ! command -v chromium >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-        || echo "install.sh: could not install chromium; tests/test_report.py's browser test will be skipped" >&2
+    if can_apt; then
+      apt_install chromium || echo "install.sh: could not install chromium; tests/test_report.py's browser test will be skipped" >&2
     else
       echo "install.sh: chromium not found (install Debian's chromium to run the report's browser test)" >&2
     fi
@@ -32,3 +54,4 @@ if [ "${1:-}" = "--test" ]; then
 else
   "$PY" -m pip install -q -e .
 fi
+install_fashion_mnist

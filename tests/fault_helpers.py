@@ -267,7 +267,7 @@ def search_args(run_dir: Path, space: Path, *, trials: int, epochs: int = 1, con
     return [
         "search", "--budget", budget, "--space", str(space), "--trials", str(trials), "--epochs", str(epochs),
         "--data-fraction", str(data_fraction), "--batch-size", "32", "--concurrency", str(concurrency),
-        "--threads", "1", "--seed", "0", "--out", str(run_dir), *extra,
+        "--threads", "1", "--seed", "0", "--data", "digits", "--out", str(run_dir), *extra,
     ]  # fmt: skip
 
 

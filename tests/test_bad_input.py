@@ -141,7 +141,7 @@ CASES: list[tuple[str, str, str, tuple[str, ...]]] = [
      ("afile.txt", "not a directory")),
     ("data-imagefolder-empty", "nas", "search --budget 4G --data imagefolder:{ws}/images_empty --out {ws}/new",
      ("images_empty",)),
-    ("data-unknown-kind", "nas", "search --budget 4G --data mnist --out {ws}/new", ("mnist", "data")),
+    ("data-unknown-kind", "nas", "search --budget 4G --data svhn --out {ws}/new", ("svhn", "data")),
     # -- nas search: run directories ----------------------------------------------------------
     ("out-is-existing-run", "nas", "search --budget 4G --out {ws}/run", ("--resume", "not empty")),
     ("out-is-file", "nas", "search --budget 4G --out {ws}/afile.txt", ("afile.txt", "not a directory")),

@@ -73,7 +73,7 @@ def image_dir(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("mnist", "unknown data spec 'mnist'"),
+        ("svhn", "unknown data spec 'svhn'"),
         ("", "empty data spec"),
         ("cifar10:", "missing path"),
         ("imagefolder:  ", "missing path"),

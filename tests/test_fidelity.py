@@ -88,7 +88,7 @@ def test_cli_fidelity_end_to_end(tmp_path, capsys):
     space.write_text(TINY_SPACE)
     out_file = tmp_path / "fidelity.json"
     argv = ["fidelity", "--n", "3", "--seed", "1", "--space", str(space), "--epochs-proxy", "1", "--epochs-ref", "1",
-            "--proxy-fraction", "0.2", "--top-k", "1", "--workers", "2", "--out", str(out_file), "--json"]  # fmt: skip
+            "--proxy-fraction", "0.2", "--top-k", "1", "--workers", "2", "--data", "digits", "--out", str(out_file), "--json"]  # fmt: skip
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out_file.read_text())

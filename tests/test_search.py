@@ -31,7 +31,7 @@ from nas.units import format_macs
 from search_space import ArchConfig, SearchSpace, analytic_cost, build_model
 
 BUDGET = "1.5G"  # about one in five architectures of the default space fits: many infeasible
-TINY = ["--epochs", "2", "--proxy-width", "0.25", "--data-fraction", "0.25", "--seed", "3"]
+TINY = ["--epochs", "2", "--proxy-width", "0.25", "--data-fraction", "0.25", "--seed", "3", "--data", "digits"]
 
 
 def tree_hash(path: Path) -> str:
@@ -111,7 +111,9 @@ BAD_INPUTS = [
     (["--budget", "4G", "--data-fraction", "1.5", "--out", "{new}"], "--data-fraction 1.5 must be in (0, 1]"),
     (["--budget", "4G", "--data", "cifar10:/nonexistent/cifar", "--out", "{new}"], "/nonexistent/cifar does not exist"),
     (["--budget", "4G", "--data", "imagefolder:/nonexistent/imgs", "--out", "{new}"], "/nonexistent/imgs does not exist"),
-    (["--budget", "4G", "--data", "mnist", "--out", "{new}"], "unknown data spec 'mnist'"),
+    (["--budget", "4G", "--data", "svhn", "--out", "{new}"], "unknown data spec 'svhn'"),
+    (["--budget", "4G", "--data", "fashion-mnist:/nonexistent/fm", "--out", "{new}"], "/nonexistent/fm does not exist"),
+    (["--budget", "4G", "--data", "mnist:{tmp}", "--out", "{new}"], "missing train-images-idx3-ubyte.gz"),
     (["--budget", "4G", "--objectives", "acc,flops", "--out", "{new}"], "unknown objective 'flops'"),
     (["--budget", "4G", "--objectives", "macs", "--out", "{new}"], "must start with acc"),
     (["--budget", "4G", "--sampler", "grid", "--out", "{new}"], "invalid choice: 'grid'"),
@@ -157,7 +159,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 def test_cuda_latency_device_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run_cli(["search", "--budget", "4G", "--latency-ms", "15", "--device", "cuda",
+    code, _, err = run_cli(["search", "--budget", "4G", "--latency-ms", "15", "--device", "cuda", "--data", "digits",
                             "--out", str(tmp_path / "run")], capsys)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "CUDA is not available" in err
     assert not (tmp_path / "run").exists()

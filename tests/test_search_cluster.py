@@ -115,7 +115,7 @@ def test_search_on_a_two_node_cluster(ray_cluster: tuple[str, dict[str, str]], t
     proc = subprocess.run(
         [sys.executable, "-m", "nas.cli", "search", "--address", address, "--budget", "1.5G", "--trials", "3",
          "--epochs", "1", "--proxy-width", "0.25", "--data-fraction", "0.25", "--concurrency", "2", "--seed", "5",
-         "--out", str(out)],
+         "--data", "digits", "--out", str(out)],
         capture_output=True, text=True, env=dict(env, PYTHONUNBUFFERED="1"), timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

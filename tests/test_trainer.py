@@ -198,7 +198,7 @@ def tiny_yaml(tmp_path: Path) -> Path:
     return path
 
 
-ARGS = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--device", "cpu"]
+ARGS = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--device", "cpu", "--data", "digits"]
 
 
 def test_nas_train_json(tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,7 +229,7 @@ def test_nas_train_failure_exits_1_with_one_line(tiny_yaml: Path, capsys: pytest
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data", "mnist"], "unknown data spec 'mnist'"),
+        (["--data", "svhn"], "unknown data spec 'svhn'"),
         (["--data", "cifar10:/no/such/dir"], "does not exist"),
         (["--resolution", "48"], "not a multiple of 32"),
         (["--fraction", "2"], "must be in (0, 1]"),

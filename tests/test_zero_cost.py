@@ -110,7 +110,7 @@ def test_bad_arguments():
     with pytest.raises(UserError, match="batch size"):
         zero_cost_score(CONFIGS["van"], "naswot", batch_size=1)
     with pytest.raises(UserError, match="unknown data spec"):
-        zero_cost_score(CONFIGS["van"], "naswot", data="mnist")
+        zero_cost_score(CONFIGS["van"], "naswot", data="svhn")
 
 
 def test_cli_score_json(tmp_path, capsys):

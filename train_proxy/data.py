@@ -1,10 +1,17 @@
-"""Datasets for proxy training: ``digits`` (embedded), ``cifar10:PATH`` and ``imagefolder:PATH``.
+"""Datasets for proxy training: ``fashion-mnist`` (Debian's package, or ``fashion-mnist:DIR``),
+``mnist:DIR``, ``digits`` (embedded), ``cifar10:PATH`` and ``imagefolder:PATH``.
 
 Every loader returns a `DataBundle` of in-memory float32 tensors, 3 channels, normalised, already
 at the requested resolution, so the trainer only indexes tensors (no DataLoader workers, no
 per-sample decoding). Validation splits are fixed: they never depend on the training seed, so
 every architecture of a search is ranked on the same held-out images. ``fraction`` subsamples
 the train split per class (stratified) with its own seed.
+
+Where a data set has an official test split of its own (the IDX folders' ``t10k`` files), the
+validation part is held out of the train split and the test split is kept apart in
+``DataBundle.test``, for a final evaluation only: nothing in a search or proxy training reads it.
+
+The default data (`default_data_spec`) is Fashion-MNIST where its files are found, else digits.
 
 Bundles are cached per (spec, resolution, fraction, seed, files' modification times): a search
 that trains many architectures in one process decodes the data once. Treat the tensors as
@@ -21,7 +28,7 @@ import pickle
 import tarfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +38,28 @@ from torch.utils.data import TensorDataset
 
 from search_space.errors import UserError
 
+from .idx import has_idx_files, idx_paths, read_split
+
 SPLIT_SEED = 0  # the fixed validation split; independent of any training seed
 VAL_FRACTION = 0.2  # held out where a dataset has no validation split of its own
 MAX_TENSOR_BYTES = 8 << 30  # refuse float tensors above this instead of exhausting memory
-SPEC_HELP = "digits, cifar10:PATH or imagefolder:PATH"
+SPEC_HELP = "fashion-mnist, fashion-mnist:DIR, mnist:DIR, digits, cifar10:PATH or imagefolder:PATH"
+
+# Fashion-MNIST: where Debian's package dataset-fashion-mnist installs it, unless this names a folder.
+FASHION_MNIST_ENV = "HYBRID_NAS_FASHION_MNIST"
+FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+FASHION_MNIST_HELP = (
+    "apt-get install dataset-fashion-mnist (Debian), or put the four IDX files in a folder and give "
+    f"--data fashion-mnist:DIR or set {FASHION_MNIST_ENV}=DIR"
+)
+# Mean and std of all pixels (in [0, 1]) of the 60000 train images, computed from the official
+# train-images-idx3-ubyte.gz: Fashion-MNIST 0.28604 / 0.35302; MNIST 0.1307 / 0.3081 (the constants
+# of PyTorch's MNIST example, from MNIST's train images).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
 
 CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_BATCH = "test_batch"
@@ -51,7 +76,10 @@ class DataBundle:
 
     ``hflip`` and ``max_shift`` tell the trainer which augmentation keeps labels valid: flips
     and a shift of up to ``max_shift`` x side for natural images; no flip for digits.
-    ``fraction`` is the share of the train split kept when the bundle was loaded.
+    ``fraction`` is the share of the train split kept when the bundle was loaded. ``test`` is
+    the official test split where the data set has one (never subsampled, never read by the
+    search or the proxy trainer). Grey data sets hold their images as a 3-channel view of one
+    channel (``expand``): index them (or call ``.contiguous()``) rather than write to them.
     """
 
     train: TensorDataset
@@ -62,27 +90,32 @@ class DataBundle:
     hflip: bool = True
     max_shift: float = 0.125
     fraction: float = 1.0
+    test: TensorDataset | None = None
 
     @property
     def resolution(self) -> int:
         return int(self.train.tensors[0].shape[-1])
 
     def summary(self) -> str:
+        test = f" ({len(self.test)} test images held apart)" if self.test is not None else ""
         return (
             f"{self.name}: {len(self.train)} train / {len(self.val)} val images, "
-            f"{self.num_classes} classes, {self.resolution} px"
+            f"{self.num_classes} classes, {self.resolution} px{test}"
         )
 
 
 def load_data(spec: str, resolution: int, *, fraction: float = 1.0, seed: int = 0) -> DataBundle:
-    """Load ``digits``, ``cifar10:PATH`` or ``imagefolder:PATH`` at ``resolution`` x ``resolution``."""
+    """Load a data spec (see `SPEC_HELP`) at ``resolution`` x ``resolution``."""
     kind, path = parse_data_spec(spec)
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
         raise UserError(f"data resolution must be an integer >= 8, got {resolution!r}")
     if not 0.0 < float(fraction) <= 1.0:
         raise UserError(f"data fraction must be in (0, 1], got {fraction}")
+    name = spec.strip() if kind.endswith("mnist") else ""
+    if kind == "fashion-mnist" and path is None:
+        path, name = fashion_mnist_dir(required=True), "fashion-mnist"
     signature = _files_signature(kind, path)
-    return _load_cached(kind, str(path) if path else "", resolution, float(fraction), int(seed), signature)
+    return _load_cached(kind, str(path) if path else "", resolution, float(fraction), int(seed), signature, name)
 
 
 def parse_data_spec(spec: str) -> tuple[str, Path | None]:
@@ -94,17 +127,59 @@ def parse_data_spec(spec: str) -> tuple[str, Path | None]:
         if sep:
             raise UserError(f"data spec '{spec}': digits takes no path (it ships with scikit-learn)")
         return kind, None
-    if kind in ("cifar10", "imagefolder"):
+    if kind == "fashion-mnist" and not sep:
+        return kind, None  # the installed copy, found by `fashion_mnist_dir`
+    if kind in ("cifar10", "imagefolder", "fashion-mnist", "mnist"):
         if not rest.strip():
-            raise UserError(f"data spec '{spec}': missing path (expected {kind}:PATH)")
+            what = "DIR" if kind.endswith("mnist") else "PATH"
+            raise UserError(f"data spec '{spec}': missing path (expected {kind}:{what})")
         return kind, Path(rest.strip()).expanduser()
     raise UserError(f"unknown data spec '{spec}' (expected {SPEC_HELP})")
 
 
+def fashion_mnist_dir(*, required: bool = False) -> Path | None:
+    """The folder of the installed Fashion-MNIST: ``$HYBRID_NAS_FASHION_MNIST`` if set, else Debian's."""
+    override = os.environ.get(FASHION_MNIST_ENV)
+    candidates = (Path(override).expanduser(),) if override else FASHION_MNIST_DIRS
+    for folder in candidates:
+        if folder.is_dir() and has_idx_files(folder):
+            return folder
+    if not required:
+        return None
+    where = f"{FASHION_MNIST_ENV}={override}" if override else ", ".join(map(str, FASHION_MNIST_DIRS))
+    raise UserError(f"fashion-mnist: the four IDX files are not in {where}; {FASHION_MNIST_HELP}")
+
+
+def default_data_spec() -> str:
+    """The data of a command not given ``--data``: Fashion-MNIST where installed, else digits."""
+    return "fashion-mnist" if fashion_mnist_dir() is not None else "digits"
+
+
+def default_data_notice() -> str | None:
+    """One line saying why the default is digits (None when Fashion-MNIST is installed)."""
+    if fashion_mnist_dir() is not None:
+        return None
+    return (
+        "note: Fashion-MNIST not found, using the small bundled digits data (8x8 images; nearly every "
+        f"architecture scores alike there); to get the real data: {FASHION_MNIST_HELP}"
+    )
+
+
+def resolve_data_arg(value: str | None) -> tuple[str, str | None]:
+    """A command's ``--data`` value or, when not given, the default spec and its notice (if any)."""
+    if value is not None:
+        return value, None
+    return default_data_spec(), default_data_notice()
+
+
 @functools.lru_cache(maxsize=2)
-def _load_cached(kind: str, path: str, resolution: int, fraction: float, seed: int, signature: tuple) -> DataBundle:
+def _load_cached(
+    kind: str, path: str, resolution: int, fraction: float, seed: int, signature: tuple, name: str
+) -> DataBundle:
     if kind == "digits":
         return _load_digits(resolution, fraction, seed)
+    if kind in ("fashion-mnist", "mnist"):
+        return _load_idx_folder(kind, Path(path), name, resolution, fraction, seed)
     if kind == "cifar10":
         return _load_cifar10(Path(path), resolution, fraction, seed)
     return _load_imagefolder(Path(path), resolution, fraction, seed)
@@ -240,6 +315,61 @@ def _load_digits(resolution: int, fraction: float, seed: int) -> DataBundle:
         max_shift=0.0625,  # small translations only: digits fill their 8x8 frame
         fraction=fraction,
     )
+
+
+# -- MNIST-format IDX folders (Fashion-MNIST, MNIST) ----------------------------------------
+
+
+def _grey_to_normalised(
+    images: np.ndarray, resolution: int, mean: float, std: float, chunk: int = 4096
+) -> torch.Tensor:
+    """N x H x W uint8 -> N x 1 x R x R float32, resized (bilinear, antialiased) and normalised."""
+    n = len(images)
+    out = torch.empty(n, 1, resolution, resolution, dtype=torch.float32)
+    for start in range(0, n, chunk):  # chunks bound the temporary memory of the conversion
+        block = np.array(images[start : start + chunk])  # a copy: the cached arrays are read-only
+        x = torch.from_numpy(block).float().div_(255.0).unsqueeze(1)
+        if x.shape[-1] != resolution or x.shape[-2] != resolution:
+            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + len(x)] = (x - mean) / std
+    return out
+
+
+def _load_idx_folder(kind: str, path: Path, name: str, resolution: int, fraction: float, seed: int) -> DataBundle:
+    paths = idx_paths(path)
+    train_images, train_labels = read_split(*paths["train"])
+    test_images, test_labels = read_split(*paths["test"])
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise UserError(f"{paths['test'][0]}: images of {test_images.shape[1]}x{test_images.shape[2]}, the train "
+                        f"images are {train_images.shape[1]}x{train_images.shape[2]}")  # fmt: skip
+    full_train_idx, val_idx = stratified_split(train_labels, VAL_FRACTION, SPLIT_SEED)
+    if len(val_idx) == 0:
+        raise UserError(f"{paths['train'][1]}: too few images for a validation split (need 2 per class)")
+    train_idx = full_train_idx[stratified_subset(train_labels[full_train_idx], fraction, seed)]
+    # one float channel per image in memory (see `three`)
+    _check_memory((len(train_idx) + len(val_idx) + len(test_labels) + 2) // 3, resolution, f"{kind}:{path}")
+    fashion = kind == "fashion-mnist"
+    mean, std = (FASHION_MNIST_MEAN, FASHION_MNIST_STD) if fashion else (MNIST_MEAN, MNIST_STD)
+
+    def three(images: np.ndarray) -> torch.Tensor:
+        """Grey as 3 channels, like every other loader, but as a view of one: a third of the memory
+        (60000 images at 64 px: 1 GB instead of 3). Batches gathered from it are ordinary tensors."""
+        return _grey_to_normalised(images, resolution, mean, std).expand(-1, 3, -1, -1)
+
+    bundle = _bundle(
+        name,
+        three(train_images[train_idx]),
+        train_labels[train_idx],
+        three(train_images[val_idx]),
+        train_labels[val_idx],
+        FASHION_MNIST_CLASSES if fashion else [str(d) for d in range(10)],
+        # A mirrored shirt, shoe or bag is still a shirt, shoe or bag (the classes do not come
+        # in left and right variants); a mirrored digit is not the same digit.
+        hflip=fashion,
+        max_shift=0.125 if fashion else 0.0625,
+        fraction=fraction,
+    )
+    return replace(bundle, test=TensorDataset(three(test_images), torch.as_tensor(test_labels, dtype=torch.long)))
 
 
 # -- CIFAR-10 python batches --------------------------------------------------------------

@@ -52,7 +52,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -473,6 +473,67 @@ class LatencyPredictor:
                 self._bar.close()
             self._bar = None
         self._save()
+        return self.measurements - before
+
+    def prefill(
+        self,
+        networks: Iterable[ArchConfig],
+        resolution: int | None = None,
+        on_measure: Callable[[int], None] | None = None,
+    ) -> int:
+        """Measure every entry a prediction of any network mixing the parts of ``networks`` can need.
+
+        A search calls this before its trials start, with networks that together hold every part
+        its space can produce, so that no entry is timed later while trials load the machine.
+        Parts are grouped by position in the network (stem, each stage's embed, block and norm,
+        head), and each position gets every input layout the previous position can hand on (or
+        the one before, where a position may be absent): a superset of what any one walk needs.
+        A repeated part (a stage's blocks) is followed over its repeats, as `_walk` does.
+        ``on_measure(n)`` is told the running count of measured entries. Returns that count.
+        """
+        order: list[str] = []
+        slots: dict[str, dict[str, Part]] = {}
+        shapes: set[frozenset[str]] = set()
+        for cfg in networks:
+            previous = -1
+            names = []
+            for part in network_parts(cfg, resolution):
+                if part.name not in slots:
+                    order.insert(previous + 1, part.name)
+                    slots[part.name] = {}
+                previous = order.index(part.name)
+                key = part.key("any")
+                known = slots[part.name].get(key)
+                if known is None or known.count < part.count:  # keep the most repeats of each entry
+                    slots[part.name][key] = part
+                names.append(part.name)
+            shapes.add(frozenset(names))
+        optional = {name for name in order if any(name not in shape for shape in shapes)}
+        before = self.measurements
+        layouts_in = {"nhwc" if self.channels_last else "nchw"}
+        try:
+            for name in order:
+                layouts_out: set[str] = set()
+                for part in slots[name].values():
+                    for layout in sorted(layouts_in):
+                        remaining = part.count
+                        while remaining:  # the walk of one position, as in `_walk`
+                            record = self.entries.get(part.key(layout))
+                            if record is None:
+                                record = self.measure_entry(part, layout)
+                                if on_measure is not None:
+                                    on_measure(self.measurements - before)
+                                if (self.measurements - before) % 50 == 0:
+                                    self._save()  # an interrupted warm-up keeps what it measured
+                            steady = record["out"] == layout
+                            remaining = 0 if steady else remaining - 1
+                            layout = record["out"]
+                            layouts_out.add(layout)
+                layouts_in = layouts_out | layouts_in if name in optional else layouts_out
+            if self.overhead is None:
+                self.overhead = self._measure_overhead()
+        finally:
+            self._save()
         return self.measurements - before
 
     # -- predicting -------------------------------------------------------------------------

@@ -119,6 +119,7 @@ class TrainResult:
     n_train: int = 0
     n_val: int = 0
     drop_path_rate: float = 0.0  # the stochastic depth maximum the run trained with
+    test_acc: float | None = None  # on the data's official test split, only when asked (never in a search)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,20 +156,22 @@ def train_proxy(
     on_epoch: EpochCallback | None = None,
     *,
     progress: bool = False,
+    evaluate_test: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` under ``spec``; ``on_epoch`` sees every epoch and may return False to stop.
 
     ``on_epoch`` receives ``{"epoch", "val_acc", "train_loss", "seconds" (since the start),
     "epoch_seconds", "lr"}``. A non-finite loss ends the run with status "failed" and a reason.
     A `DataBundle` is used at its own fraction when that equals ``spec.data_fraction``; a full
-    bundle (fraction 1) is subsampled to ``spec.data_fraction``.
+    bundle (fraction 1) is subsampled to ``spec.data_fraction``. ``evaluate_test`` also scores the
+    final model on the bundle's official test split (`DataBundle.test`), which nothing reads otherwise.
     """
     bundle = _resolve_data(data, spec)
     device = resolve_device(spec.device)
     # pinned: oversubscribed CPU threads slow training many-fold
     threads = contextlib.nullcontext() if spec.threads is None else pinned_threads(spec.threads)
     with threads, _cudnn_deterministic(device):
-        return _Run(cfg, spec, bundle, device, on_epoch, progress).train()
+        return _Run(cfg, spec, bundle, device, on_epoch, progress).train(evaluate_test)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -209,8 +212,11 @@ class _Run:
         self.pad = round(bundle.max_shift * spec.resolution)
         resident = self.cuda and _nbytes(bundle) <= CUDA_RESIDENT_BYTES
         store = device if resident else torch.device("cpu")
-        self.x_train, self.y_train = x_train.to(store).contiguous(), y_train.to(store)
-        self.x_val, self.y_val = (t.to(store).contiguous() for t in bundle.val.tensors)
+        # On the CPU a grey data set's 3-channel view stays a view (a third of the memory): batches
+        # are gathered by index and evaluation slices feed the model as they are.
+        dense = (lambda t: t.contiguous()) if self.cuda else (lambda t: t)
+        self.x_train, self.y_train = dense(x_train.to(store)), y_train.to(store)
+        self.x_val, self.y_val = (dense(t.to(store)) for t in bundle.val.tensors)
         if self.cuda and not resident:
             self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
 
@@ -239,7 +245,7 @@ class _Run:
         return self.spec.lr * 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup_steps) / span))
 
     # -- the loop ---------------------------------------------------------------------------
-    def train(self) -> TrainResult:
+    def train(self, evaluate_test: bool = False) -> TrainResult:
         start = time.perf_counter()
         model, optimizer = self._build()
         params = sum(p.numel() for p in model.parameters())
@@ -279,6 +285,9 @@ class _Run:
                 bar.close()
         accs = [h["val_acc"] for h in history]
         trained = len(history) * self.steps_per_epoch * self.batch
+        test_acc = None
+        if evaluate_test and self.bundle.test is not None and history and status != "failed":
+            test_acc = self._evaluate(model, *self.bundle.test.tensors)
         return TrainResult(
             val_acc=accs[-1] if accs else 0.0,
             best_val_acc=max(accs) if accs else 0.0,
@@ -295,6 +304,7 @@ class _Run:
             n_train=self.n_train,
             n_val=self.n_val,
             drop_path_rate=self.cfg.drop_path_rate,
+            test_acc=test_acc,
         )
 
     def _train_epoch(
@@ -344,18 +354,20 @@ class _Run:
         return x, y
 
     @torch.no_grad()
-    def _evaluate(self, model: nn.Module) -> float:
+    def _evaluate(self, model: nn.Module, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
+        """Accuracy on the validation split (or on ``images`` and ``labels`` when given)."""
+        x_all, y_all = (self.x_val, self.y_val) if images is None or labels is None else (images, labels)
         model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
-        for start in range(0, self.n_val, EVAL_BATCH):
-            x = self.x_val[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
-            y = self.y_val[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
+        for start in range(0, len(y_all), EVAL_BATCH):
+            x = x_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
+            y = y_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 correct += (model(x).argmax(dim=1) == y).sum()
-        return int(correct) / self.n_val
+        return int(correct) / len(y_all)
 
 
 def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -400,7 +412,8 @@ def _resolve_data(data: str | DataBundle, spec: ProxySpec) -> DataBundle:
     keep = torch.from_numpy(stratified_subset(y.numpy(), spec.data_fraction, DATA_SEED))
     train = torch.utils.data.TensorDataset(x[keep], y[keep])
     return DataBundle(
-        train, data.val, data.num_classes, data.name, data.class_names, data.hflip, data.max_shift, spec.data_fraction
+        train, data.val, data.num_classes, data.name, data.class_names, data.hflip, data.max_shift, spec.data_fraction,
+        data.test,
     )
 
 

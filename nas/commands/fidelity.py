@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..cli_utils import positive_int, print_json, resolution_arg
+from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 
 
 def _fraction(text: str) -> float:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proxy-fraction", type=_fraction, default=0.25,
                    help="share of the training data the proxy sees (default: 0.25)")  # fmt: skip
     p.add_argument("--top-k", type=positive_int, help="k of the top-k overlap (default: n // 3)")
-    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | imagefolder:PATH (default: digits)")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--space", help="search space YAML (default: the packaged default space)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default: 64)")
     p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
@@ -59,13 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from train_proxy.data import load_data
+    from train_proxy.data import load_data, resolve_data_arg
     from train_proxy.fidelity import FidelitySettings, format_table, run_fidelity
 
+    data, notice = resolve_data_arg(args.data)
     settings = FidelitySettings(
         n=args.n, seed=args.seed, epochs_proxy=args.epochs_proxy, epochs_ref=args.epochs_ref,
         proxy_resolution=args.proxy_resolution, ref_resolution=args.ref_resolution,
-        proxy_fraction=args.proxy_fraction, top_k=args.top_k, data=args.data, batch_size=args.batch_size,
+        proxy_fraction=args.proxy_fraction, top_k=args.top_k, data=data, batch_size=args.batch_size,
         threads=args.threads, workers=args.workers, space=args.space,
     )  # fmt: skip
     out_path = Path(args.out) if args.out else None
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError(f"--out {out_path}: directory {out_path.parent} does not exist")
     load_data(settings.data, settings.proxy_resolution)  # a bad --data fails here, before any worker starts
+    if notice:
+        print(notice, file=sys.stderr)
 
     with tqdm(total=settings.n, desc="fidelity", unit="arch", file=sys.stderr, disable=None) as bar:
         report = run_fidelity(settings, progress=lambda row: bar.update(1))

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
-from ..cli_utils import non_negative_int, positive_int, resolution_arg
+from ..cli_utils import DATA_HELP, non_negative_int, positive_int, resolution_arg
 from ..search import settings as S
 
 DEFAULTS = textwrap.fill(
     f"Defaults ({S.DEFAULT_TRIALS} trials of up to {S.DEFAULT_EPOCHS} epochs at {S.DEFAULT_PROXY_RESOLUTION} px, "
-    f"proxy width x{S.DEFAULT_PROXY_WIDTH:g}, on {S.DEFAULT_DATA_FRACTION:g} of the bundled digits data, one trial per "
-    "CPU) finish in under 10 minutes on 2 CPU cores. Scale up with --trials/--epochs/--proxy-resolution/--proxy-width, "
-    "real data (--data cifar10:PATH or imagefolder:PATH), a GPU (used automatically when Ray sees one), or a cluster "
+    f"proxy width x{S.DEFAULT_PROXY_WIDTH:g}, on {S.DEFAULT_DATA_FRACTION:g} of the training data, one trial per "
+    "CPU) are a first look (the README gives measured times). The data is Fashion-MNIST where Debian's dataset-fashion-mnist is "
+    "installed, else the small bundled digits. Scale up with --trials/--epochs/--proxy-resolution/--proxy-width, "
+    "other data (--data cifar10:PATH or imagefolder:PATH), a GPU (used automatically when Ray sees one), or a cluster "
     "(--address HOST:PORT of `ray start --head`).",
     width=98,
 )
@@ -63,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"width multiplier of the proxy model (default {S.DEFAULT_PROXY_WIDTH:g}; 1 trains the real widths)")  # fmt: skip
     t.add_argument("--batch-size", type=positive_int, help=f"proxy batch size (default {S.DEFAULT_BATCH_SIZE})")
     t.add_argument("--data-fraction", metavar="F", help=f"fraction of the training data (default {S.DEFAULT_DATA_FRACTION:g})")
-    t.add_argument("--data", metavar="SPEC", help="digits (default, bundled) | cifar10:PATH | imagefolder:PATH")
+    t.add_argument("--data", metavar="SPEC", help=DATA_HELP)
     r = p.add_argument_group("resources and run directory")
     r.add_argument("--concurrency", type=positive_int, help="trials at a time (default: one per CPU of the cluster)")
     r.add_argument("--threads", type=positive_int, help="CPU threads per trial (default: CPUs / concurrency)")
@@ -83,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
     from ..search.runner import run as run_search
 
     plan = prepare(args)  # every check that can fail on user input, before anything is written
+    if args.data is None and not args.resume:
+        from train_proxy.data import default_data_notice
+
+        notice = default_data_notice()
+        if notice:
+            print(notice, file=sys.stderr)
     # Not a terminal (a log, CI): wide enough that the Pareto table is never cut.
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     if not out.is_terminal:

@@ -6,9 +6,9 @@ import argparse
 import math
 import sys
 
-from search_space import ArchConfig, resolve_config
+from search_space import ArchConfig, UserError, resolve_config
 
-from ..cli_utils import positive_int, print_json, resolution_arg
+from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 from ..units import format_count, format_macs
 
 
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit status 1 when the training fails (non-finite loss).",
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. van_b0) or path to a model config YAML")
-    p.add_argument("--data", default="digits", help="digits (embedded, default), cifar10:PATH or imagefolder:PATH")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs (default 3)")
     p.add_argument(
         "--resolution", type=resolution_arg, default=32, help="proxy input side, a multiple of 32 (default 32)"
@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the config's drop_path_rate for a full run)",
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--test", action="store_true",
+                   help="also report test_acc on the data's official test split (fashion-mnist, mnist:DIR; "
+                        "kept apart from training and validation, never used by searches)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -52,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
+    from train_proxy.data import resolve_data_arg
     from train_proxy.trainer import resolve_device
 
     cfg = resolve_config(args.model)
@@ -68,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
         drop_path_rate=args.drop_path if args.drop_path is not None else default_drop_path(cfg, args),
     )
     resolve_device(spec.device)  # an unusable device is refused before the data is read
-    bundle = load_data(args.data, spec.resolution, fraction=spec.data_fraction)
+    data, notice = resolve_data_arg(args.data)
+    bundle = load_data(data, spec.resolution, fraction=spec.data_fraction)
+    if args.test and bundle.test is None:
+        raise UserError(f"--test: {bundle.name} has no official test split (fashion-mnist and mnist:DIR have one)")
+    if notice:
+        print(notice, file=sys.stderr)
 
     def report_epoch(record: dict) -> None:
         if not args.json:
@@ -79,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.json:
         print(f"training {cfg.name} on {bundle.summary()}")
-    result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress)
+    result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress,
+                         evaluate_test=args.test)  # fmt: skip
     out = {
         "name": cfg.name,
         "data": bundle.name,
@@ -87,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "failure_reason": result.failure_reason,
         "val_acc": result.val_acc,
         "best_val_acc": result.best_val_acc,
+        "test_acc": result.test_acc,
         "epochs": result.epochs,
         "epochs_requested": spec.epochs,
         "train_seconds": result.train_seconds,
@@ -113,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{cfg.name} at {spec.resolution} px ({format_count(result.params)} params, "
             f"{format_macs(result.macs)} MACs): val_acc {result.val_acc:.4f} (best {result.best_val_acc:.4f}) "
-            f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
+            + (f"test_acc {result.test_acc:.4f} " if result.test_acc is not None else "")
+            + f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
             f"on {result.device}, drop path {result.drop_path_rate:g}"
         )
     if result.status == "failed":

@@ -11,6 +11,7 @@ Modules, one job each:
   duplicate candidates answered without training, ASHA-stopped trials told as PRUNED)
 * ``objective`` - the Ray Tune trainable (proxy training with per-epoch reports)
 * ``runner``    - Ray and Tuner set-up, resume, progress display
+* ``latency_warmup`` - times every block the space can produce before the trials (latency searches)
 * ``pareto``    - the final Pareto front, latency re-measurement, exported configs and cards
 * ``status``    - counts and best trials of a run directory (`nas status`, read via ``results.run``)
 """

@@ -107,7 +107,7 @@ def check_data(settings: SearchSettings) -> int:
 def make_predictor(settings: SearchSettings, space: SearchSpace) -> Any:
     from train_proxy.latency_table import LatencyPredictor
 
-    # CPU time (not wall time) for the table: the search measures entries while trials train.
+    # CPU time (not wall time) for the table: robust to other processes on a shared machine.
     clock = "cpu" if settings.device == "cpu" else "wall"
     predictor = LatencyPredictor.for_device(settings.device, threads=1, batch_size=1, clock=clock)
     if settings.latency_ms is not None:
@@ -287,12 +287,10 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     s = plan.settings
     started = time.monotonic()
     err_console.print(f"run directory: {plan.run_dir.path}", highlight=False)
-    if plan.predictor is not None:
-        err_console.print(
-            f"latency table ({s.device}): {len(plan.predictor)} block timings cached in {plan.predictor.path}; "
-            "blocks not yet timed are measured when a candidate first needs them",
-            highlight=False,
-        )
+    if plan.predictor is not None:  # every block a candidate can have is timed before any trial runs
+        from .latency_warmup import warm_up
+
+        warm_up(plan.predictor, plan.space, lambda line: err_console.print(line, highlight=False))
     start_ray(s.address)
     previous_term = signal.signal(signal.SIGTERM, _sigterm_to_sigint)
     try:

@@ -6,7 +6,10 @@ storage, one direction per objective) and changes what is asked and told:
 
 * **Constraints at sampling time.** Every candidate's MACs and params (analytic, at the deploy
   resolution) and, when asked, predicted latency are computed inside the define-by-run step and
-  stored with ``trial.set_constraint`` (<= 0 feasible), so TPE and NSGA-II see them.
+  stored with ``trial.set_constraint`` (<= 0 feasible), so TPE and NSGA-II see them. Each value
+  is the relative violation ``value / limit - 1``: raw differences (MACs ~1e9, params ~1e6,
+  ms ~1) would make a params or latency overshoot invisible next to any MAC overshoot where the
+  samplers add violations up to rank infeasible candidates.
 * **Infeasible candidates are never trained.** They are told at once (COMPLETE, constraint > 0,
   accuracy 0.0, never read by the samplers for a constrained trial) and the searcher asks for the
   next candidate; Ray never sees them.
@@ -59,6 +62,11 @@ def trial_seed(seed: int, number: int) -> int:
     return (seed * 1_000_003 + number) % (2**31 - 1)
 
 
+def relative_violation(value: float, limit: float) -> float:
+    """What Optuna is told for a constraint: ``value / limit - 1`` (<= 0 feasible, 0.1 = 10 % over)."""
+    return float(value) / float(limit) - 1.0
+
+
 def make_sampler(settings: SearchSettings, segment: int) -> optuna.samplers.BaseSampler:
     """The seeded sampler. A resumed run (segment k > 0) gets a different seed, else a random
     sampler would replay the very candidates the first segment already tried."""
@@ -86,7 +94,7 @@ class Candidate:
     macs: int = 0
     params: int = 0
     latency_ms: float | None = None
-    violations: dict[str, float] = field(default_factory=dict)  # constraint -> value (> 0 violated)
+    violations: dict[str, float] = field(default_factory=dict)  # constraint -> value / limit - 1 (> 0 violated)
     duplicate_of: int | None = None
     error: str | None = None
 
@@ -175,13 +183,13 @@ class NasSearcher(OptunaSearch):
             return {"candidate": cand}
         cost = analytic_cost(cfg)
         cand.cfg, cand.macs, cand.params = cfg, cost.macs, cost.params
-        cand.violations["macs"] = float(cost.macs - s.budget_macs)
+        cand.violations["macs"] = relative_violation(cost.macs, s.budget_macs)
         if s.max_params is not None:
-            cand.violations["params"] = float(cost.params - s.max_params)
+            cand.violations["params"] = relative_violation(cost.params, s.max_params)
         if s.uses_latency and self.predictor is not None:
             cand.latency_ms = float(self.predictor.predict(cfg))
             if s.latency_ms is not None:
-                cand.violations["latency"] = cand.latency_ms - s.latency_ms
+                cand.violations["latency"] = relative_violation(cand.latency_ms, s.latency_ms)
         for name, value in cand.violations.items():
             trial.set_constraint(name, value)
         h = arch_hash(cfg)
@@ -240,7 +248,7 @@ class NasSearcher(OptunaSearch):
             status, state, reason = "failed", TrialState.FAIL, cand.error
         elif not cand.feasible:
             status, state = "infeasible", TrialState.COMPLETE
-            reason = "; ".join(self._describe_violation(k, v) for k, v in cand.violations.items() if v > 0)
+            reason = "; ".join(self._describe_violation(k, cand) for k, v in cand.violations.items() if v > 0)
             values = self._values(0.0, cand)
         else:
             status = "duplicate"
@@ -274,13 +282,13 @@ class NasSearcher(OptunaSearch):
         )
         self._emit(status, {"number": cand.number, "reason": reason})
 
-    def _describe_violation(self, name: str, value: float) -> str:
+    def _describe_violation(self, name: str, cand: Candidate) -> str:
         s = self.settings
         if name == "macs":
-            return f"MACs {format_macs(s.budget_macs + value)} > budget {format_macs(s.budget_macs)}"
+            return f"MACs {format_macs(cand.macs)} > budget {format_macs(s.budget_macs)}"
         if name == "params":
-            return f"params {format_count(s.max_params + value)} > limit {format_count(s.max_params)}"  # type: ignore[operator]
-        return f"latency {s.latency_ms + value:.2f} ms > limit {s.latency_ms:.2f} ms"  # type: ignore[operator]
+            return f"params {format_count(cand.params)} > limit {format_count(s.max_params)}"  # type: ignore[arg-type]
+        return f"latency {cand.latency_ms:.2f} ms > limit {s.latency_ms:.2f} ms"  # type: ignore[str-format]
 
     def _values(self, acc: float, cand: Candidate) -> Any:
         by_objective = {"acc": acc, "macs": float(cand.macs), "latency": cand.latency_ms}

@@ -34,7 +34,7 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_DATA_FRACTION = 0.5
 DEFAULT_OBJECTIVES = ("acc", "macs")
 DEFAULT_SAMPLER = "tpe"
-DEFAULT_DATA = "digits"
+DEFAULT_DATA = "digits"  # of settings built without data (library use); the CLI resolves default_data_spec()
 DEFAULT_MAX_FAILURES = 1
 
 # Options a resumed run may change; every other one must match what the run was started with,
@@ -207,7 +207,11 @@ def new_settings(args: argparse.Namespace) -> SearchSettings:
     given = explicit_options(args)
     if "budget_macs" not in given:
         raise UserError("--budget is required (e.g. --budget 4GFLOPs; FLOPs means multiply-accumulates)")
-    settings = SearchSettings(**given)
+    from train_proxy.data import default_data_spec
+
+    # recorded resolved, never "default": run.json names the data the run used
+    data = {} if "data" in given else {"data": default_data_spec()}
+    settings = SearchSettings(**given, **data)
     check_consistency(settings, given)
     return settings
 
