@@ -2,7 +2,7 @@
 # Install hybrid-nas and its dependencies. Picks a CPU build of PyTorch where no GPU is present
 # (an unpinned `torch` would pull a multi-GB CUDA build).
 # Usage: bash scripts/install.sh          the package (to run `nas` and `scaling`) and Debian's
-#                                          dataset-fashion-mnist (the default data) where apt-get can
+#                                          dataset-fashion-mnist (real data: --data fashion-mnist) where apt-get can
 #        bash scripts/install.sh --test   plus the test tools, and Debian's chromium for the
 #                                          report's headless-browser test where apt-get can install it
 # Without apt-get (or root) nothing fails: the commands fall back to the bundled digits data and
@@ -27,7 +27,7 @@ install_fashion_mnist() {
   if can_apt && apt_install dataset-fashion-mnist; then
     return 0
   fi
-  echo "install.sh: Fashion-MNIST (the default data) not installed; commands will use the small bundled digits." \
+  echo "install.sh: Fashion-MNIST not installed (--data fashion-mnist needs it)." \
        "To get it: apt-get install dataset-fashion-mnist (Debian, as root), or put train-images-idx3-ubyte.gz," \
        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in a folder" \
        "and set HYBRID_NAS_FASHION_MNIST=that folder (or pass --data fashion-mnist:DIR)" >&2
