@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError(f"--out {out_path}: directory {out_path.parent} does not exist")
     load_data(settings.data, settings.proxy_resolution)  # a bad --data fails here, before any worker starts
+    if settings.space:
+        from search_space import SearchSpace
+
+        SearchSpace.load(settings.space)  # a bad space too: nothing but its error line is printed
     if notice:
         print(notice, file=sys.stderr)
 
