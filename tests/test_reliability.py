@@ -58,7 +58,7 @@ def test_sigkill_at_three_moments_then_resume(tmp_path: Path, tagged: Tagged) ->
        after two earlier trials finished);
     2. mid-training: a worker has started training a trial that has not finished (training log);
     3. during a Tune experiment checkpoint: experiment state written to the staging directory,
-       the searcher's state file half written (``pause@checkpoint:6``); on top of that the test
+       the searcher's state file half written (``pause@checkpoint:3``); on top of that the test
        tears the files a kill during the sync and the journal append would leave (a half-copied
        experiment_state in RUN_DIR/tune, a partial last journal record).
 
@@ -121,7 +121,7 @@ def test_sigkill_at_three_moments_then_resume(tmp_path: Path, tagged: Tagged) ->
     # 3. during a Tune experiment checkpoint
     started = time.monotonic()
     out3 = tmp_path / "search3.log"
-    proc = start_cli(nas_cmd(*resume), dict(env, HYBRID_NAS_FAULT="pause@checkpoint:6"), out3)
+    proc = start_cli(nas_cmd(*resume), dict(env, HYBRID_NAS_FAULT="pause@checkpoint:3"), out3)
     wait_until("the pause in a checkpoint", lambda: "fault hook: paused at checkpoint" in out3.read_text(), proc, out3)
     torn = list(tagged.ray_tmp.glob("**/driver_artifacts/.*-tmp-searcher-state-*"))
     kill_group(proc, tagged)
