@@ -9,14 +9,13 @@ An attention module takes and returns a block's NCHW token-mixer output (same sh
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from ..cost import Cost
+from ..discovery import import_package_modules
 
 BOTTLENECK_RATIO = 0.25
 MIN_BOTTLENECK = 8
@@ -59,11 +58,8 @@ def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    package = __name__.rsplit(".", 1)[0]
-    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        if info.name not in ("registry",) and not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
+    import_package_modules(__name__.rsplit(".", 1)[0])
+    _loaded = True  # only once every import succeeded: a broken module keeps failing loudly
 
 
 def attention_names() -> tuple[str, ...]:

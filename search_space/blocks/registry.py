@@ -11,10 +11,7 @@ adding a family edits no other file. Helper modules that register nothing are ha
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
-import sys
 from dataclasses import dataclass, fields
 from typing import Callable, Mapping, Optional
 
@@ -22,6 +19,7 @@ from torch import nn
 
 from ..config import StageConfig
 from ..cost import ZERO, Cost
+from ..discovery import import_package_modules
 
 # Stage fields every block reads (or the stage itself uses: depth, the patch embedding, the
 # stage-end norm). Any other StageConfig field is a block knob: read only by the block types
@@ -127,10 +125,7 @@ def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    package = sys.modules[__package__]
-    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if not module.name.startswith("_") and module.name != "registry":
-            importlib.import_module(f"{__package__}.{module.name}")
+    import_package_modules(__package__)
     _loaded = True  # only once every import succeeded: a broken module keeps failing loudly
 
 
