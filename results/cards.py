@@ -177,6 +177,52 @@ def model_card(
     return "\n".join(out)
 
 
+def trained_card(cfg: ArchConfig, result: dict[str, Any], settings: dict[str, Any], data_summary: str) -> str:
+    """Card of a network trained by `nas train --save`: what it is, how it was trained, what it scored.
+
+    ``cfg`` is the network as built (the data's classes and channels, the trained resolution),
+    ``result`` what `nas train --json` prints, ``settings`` the directory's ``train.json``.
+    """
+    spec = settings["spec"]
+    total = analytic_report(cfg).total
+    test = result.get("test_acc")
+    out: list[str] = [f"# {cfg.name} (trained)", ""]
+    out.append(f"Trained by `nas train` from `{settings.get('model', cfg.name)}`; the weights are in "
+               "`model.safetensors` (safetensors, no pickle), the network in `config.yaml`.")  # fmt: skip
+    out += ["", "## Accuracy", "", "| split | accuracy |", "|---|---|"]
+    out.append(f"| validation, last epoch | {_opt(result.get('val_acc'), '{:.4f}')} |")
+    out.append(f"| validation, best epoch | {_opt(result.get('best_val_acc'), '{:.4f}')} |")
+    out.append(f"| official test split | {_opt(test, '{:.4f}') if test is not None else 'none (the data has no test split)'} |")
+    out += ["", f"Data: {data_summary}. The validation part is held out of the train split (seeded, stratified); "
+            "the test split is scored once, at the end, and never steers training or search.",
+            f"Status: {result.get('status')}" + (f" ({result['failure_reason']})" if result.get("failure_reason") else "")
+            + f", {result.get('epochs')} of {result.get('epochs_requested')} epochs, "
+            f"{_opt(result.get('train_seconds'), '{:.1f}')} s on {result.get('device')}."]  # fmt: skip
+    out += ["", "## Summary", "", "| | |", "|---|---|"]
+    out.append(f"| input | {cfg.in_channels} x {cfg.resolution} x {cfg.resolution} |")
+    out.append(f"| classes | {cfg.num_classes} |")
+    out.append(f"| params | {total.params:,} ({_count(total.params)}) |")
+    out.append(f"| MACs (\"FLOPs\") | {total.macs:,} ({_macs(total.macs)}) at {cfg.resolution} px |")
+    out += ["", "## Architecture", "", stage_table(cfg), ""]
+    out += ["## Recipe", ""]
+    out.append(f"- AdamW, peak lr {spec['lr']:g}, weight decay {spec['weight_decay']:g} (conv/linear weights only), "
+               f"betas (0.9, 0.999); linear warm-up {spec['warmup_epochs']:g} epoch(s) per step, then cosine to 0")  # fmt: skip
+    out.append(f"- {spec['epochs']} epochs, batch {spec['batch_size']}, {spec['resolution']} px, data fraction "
+               f"{spec['data_fraction']:g}, width x{spec['width_multiplier']:g}, label smoothing {spec['label_smoothing']:g}, "
+               f"stochastic depth {result.get('drop_path_rate', 0):g} (linear over blocks)")  # fmt: skip
+    out.append("- augmentation: random shift with reflect padding; horizontal flip where the data allows it")
+    out.append(f"- seed {spec['seed']}, device {result.get('device')}, threads {spec.get('threads') or 'torch default'}")
+    out += ["", "## Reproduce", ""]
+    out.append(f"- command: `{settings.get('command', '-')}`")
+    if settings.get("versions"):
+        out.append(f"- versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}")
+    out += ["", "## Use", "", "```python", "from safetensors.torch import load_file",
+            "from search_space import ArchConfig, build_model", "",
+            'model = build_model(ArchConfig.load("config.yaml"))',
+            'model.load_state_dict(load_file("model.safetensors"))', "model.eval()", "```", ""]  # fmt: skip
+    return "\n".join(out)
+
+
 def _macs(value: float | None) -> str:
     if value is None:
         return "-"

@@ -48,7 +48,6 @@ import json
 import os
 import re
 import statistics
-import tempfile
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +63,7 @@ from search_space.blocks.registry import get_block
 from search_space.blocks.stems import PatchEmbed, build_stem
 from search_space.config import HeadConfig, StemConfig
 from search_space.errors import UserError
+from search_space.files import write_json_atomic
 from search_space.walk import network_parts as walk_parts
 
 from .latency import device_name, pinned_threads, resolve_device, time_callable, time_module
@@ -327,10 +327,7 @@ class LatencyPredictor:
                     "overhead_ms": self.overhead,
                     "entries": dict(sorted(self.entries.items())),
                 }
-                fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".json")
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(payload, fh, indent=1)
-                os.replace(tmp, self.path)
+                write_json_atomic(self.path, payload, indent=1)
         except OSError as exc:
             raise UserError(f"cannot write the latency table cache in {self.cache_dir} ({exc.strerror})") from None
 

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -44,6 +44,14 @@ CUDA_CHECK_EVERY = 16  # steps between host reads of the loss on CUDA (each read
 CUDA_RESIDENT_BYTES = 4 << 30  # datasets below this live on the GPU for the whole run
 
 EpochCallback = Callable[[dict], "bool | None"]
+
+
+class Checkpointer(Protocol):
+    """Where a resumable training keeps its state (`train_proxy.checkpoint.TrainingDir`)."""
+
+    def load_state(self) -> dict[str, Any] | None: ...
+
+    def save_epoch(self, state: dict[str, Any]) -> None: ...
 
 
 def _is_int(value: Any) -> bool:
@@ -157,6 +165,7 @@ def train_proxy(
     *,
     progress: bool = False,
     evaluate_test: bool = False,
+    checkpoint: Checkpointer | None = None,
 ) -> TrainResult:
     """Train ``cfg`` under ``spec``; ``on_epoch`` sees every epoch and may return False to stop.
 
@@ -165,13 +174,16 @@ def train_proxy(
     A `DataBundle` is used at its own fraction when that equals ``spec.data_fraction``; a full
     bundle (fraction 1) is subsampled to ``spec.data_fraction``. ``evaluate_test`` also scores the
     final model on the bundle's official test split (`DataBundle.test`), which nothing reads otherwise.
+    With a ``checkpoint`` the run starts from its saved state, when it has one, and hands it the
+    full state after every epoch: resumed on the same device and thread count, the run ends with
+    the weights an uninterrupted run would have.
     """
     bundle = _resolve_data(data, spec)
     device = resolve_device(spec.device)
     # pinned: oversubscribed CPU threads slow training many-fold
     threads = contextlib.nullcontext() if spec.threads is None else pinned_threads(spec.threads)
     with threads, _cudnn_deterministic(device):
-        return _Run(cfg, spec, bundle, device, on_epoch, progress).train(evaluate_test)
+        return _Run(cfg, spec, bundle, device, on_epoch, progress).train(evaluate_test, checkpoint)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -245,15 +257,22 @@ class _Run:
         return self.spec.lr * 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup_steps) / span))
 
     # -- the loop ---------------------------------------------------------------------------
-    def train(self, evaluate_test: bool = False) -> TrainResult:
+    def train(self, evaluate_test: bool = False, checkpoint: Checkpointer | None = None) -> TrainResult:
         start = time.perf_counter()
         model, optimizer = self._build()
         params = sum(p.numel() for p in model.parameters())
         history: list[dict] = []
+        saved = checkpoint.load_state() if checkpoint is not None else None
+        if saved is not None:
+            history = self._restore(model, optimizer, saved)
+        first_epoch = len(history) + 1
+        earlier = history[-1]["seconds"] if history else 0.0  # time spent before a resume
         status, reason, step_seconds = "ok", None, 0.0
-        bar = _progress_bar(self.total_steps, self.cfg.name, self.progress)
+        bar = _progress_bar(self.total_steps, self.cfg.name, self.progress, done=len(history) * self.steps_per_epoch)
         try:
-            for epoch in range(1, self.spec.epochs + 1):
+            for epoch in range(first_epoch, self.spec.epochs + 1):
+                if bar is not None:
+                    bar.set_description(f"train {self.cfg.name} epoch {epoch}/{self.spec.epochs}")
                 epoch_start = time.perf_counter()
                 try:
                     train_loss, bad_step = self._train_epoch(model, optimizer, epoch, bar)
@@ -270,11 +289,13 @@ class _Run:
                     "epoch": epoch,
                     "val_acc": val_acc,
                     "train_loss": train_loss,
-                    "seconds": now - start,
+                    "seconds": earlier + now - start,
                     "epoch_seconds": now - epoch_start,
                     "lr": self.lr_at(epoch * self.steps_per_epoch - 1),
                 }
                 history.append(record)
+                if checkpoint is not None:
+                    checkpoint.save_epoch(self._state(model, optimizer, epoch, history))
                 if bar is not None:
                     bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
                 if self.on_epoch is not None and self.on_epoch(dict(record)) is False and epoch < self.spec.epochs:
@@ -284,7 +305,7 @@ class _Run:
             if bar is not None:
                 bar.close()
         accs = [h["val_acc"] for h in history]
-        trained = len(history) * self.steps_per_epoch * self.batch
+        trained = (len(history) - first_epoch + 1) * self.steps_per_epoch * self.batch  # in this call
         test_acc = None
         if evaluate_test and self.bundle.test is not None and history and status != "failed":
             test_acc = self._evaluate(model, *self.bundle.test.tensors)
@@ -292,7 +313,7 @@ class _Run:
             val_acc=accs[-1] if accs else 0.0,
             best_val_acc=max(accs) if accs else 0.0,
             epochs=len(history),
-            train_seconds=time.perf_counter() - start,
+            train_seconds=earlier + time.perf_counter() - start,
             images_per_second=trained / step_seconds if step_seconds > 0 and trained else 0.0,
             history=history,
             status=status,
@@ -306,6 +327,49 @@ class _Run:
             drop_path_rate=self.cfg.drop_path_rate,
             test_acc=test_acc,
         )
+
+    # -- resuming -------------------------------------------------------------------------------
+    def _state(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict]) -> dict:
+        """All a resume needs after ``epoch``: weights, optimizer, every RNG the loop reads, history."""
+        numpy_state = np.random.get_state()
+        rng = {
+            "torch": torch.get_rng_state(),
+            "loop": self.gen.get_state(),  # data order and augmentation
+            "python": random.getstate(),
+            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        }
+        if self.cuda:
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "epoch": epoch,
+            "epochs": self.spec.epochs,
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": rng,
+            "history": [dict(h) for h in history],
+        }
+
+    def _restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> list[dict]:
+        epoch = state["epoch"]
+        if state.get("epochs") != self.spec.epochs or not 1 <= epoch <= self.spec.epochs:
+            raise UserError(f"saved training state is for {state.get('epochs')} epochs at epoch {epoch}, "
+                            f"this training runs {self.spec.epochs}")  # fmt: skip
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"saved training state does not fit the network ({first})") from None
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.gen.set_state(rng["loop"])
+        version, keys, gauss = rng["python"]
+        random.setstate((version, tuple(keys), gauss))
+        name, keys, *rest = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        if self.cuda and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        return [dict(h) for h in state["history"]]
 
     def _train_epoch(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, bar: Any
@@ -434,10 +498,11 @@ def _cudnn_deterministic(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
-def _progress_bar(total: int, name: str, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int, name: str, enabled: bool, done: int = 0):  # type: ignore[no-untyped-def]
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     # disable=None: shown only on a terminal, so logs and pipes stay clean
-    return tqdm(total=total, desc=f"train {name}", unit="step", leave=False, disable=None, dynamic_ncols=True)
+    return tqdm(total=total, initial=done, desc=f"train {name}", unit="step", leave=False, disable=None,
+                dynamic_ncols=True)  # fmt: skip

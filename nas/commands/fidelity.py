@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
@@ -86,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
         report = run_fidelity(settings, progress=lambda row: bar.update(1))
     payload = report.to_dict()
     if out_path is not None:
-        fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, out_path)
+        from search_space.files import write_json_atomic
+
+        write_json_atomic(out_path, payload, indent=1)
     if args.json:
         print_json(payload)
     else:

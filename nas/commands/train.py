@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 
 from search_space import ArchConfig, UserError, resolve_config
@@ -21,9 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The class count comes from the data. Stochastic depth: a proxy run (below the config's resolution, "
         "on a fraction of the data or at another width) trains without it; a full run (the config's width at "
         "its resolution or above, all the data) uses the config's drop_path_rate; --drop-path overrides both. "
+        "With --save DIR the training is kept and can be continued with --resume DIR. "
         "Exit status 1 when the training fails (non-finite loss).",
     )
-    p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. van_b0) or path to a model config YAML")
+    p.add_argument("model", metavar="NAME_OR_YAML", nargs="?",
+                   help="zoo name (e.g. van_b0) or path to a model config YAML (not with --resume)")  # fmt: skip
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--save", metavar="DIR",
+                      help="keep the training in DIR (a new or empty directory): weights (model.safetensors), "
+                           "config.yaml and the training state after every epoch, history.json and curves.png; "
+                           "at the end the test-split accuracy, result.json and card.md")  # fmt: skip
+    keep.add_argument("--resume", metavar="DIR",
+                      help="continue the training kept in DIR (after a crash or kill) with its saved settings; "
+                           "on the same device and threads it ends with the weights of an uninterrupted run")  # fmt: skip
     p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--epochs", type=positive_int, default=3, help="epochs (default 3)")
     p.add_argument(
@@ -51,33 +62,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
+    p.set_defaults(training_defaults={flag: p.get_default(flag) for flag in TRAINING_FLAGS})
+
+
+# training flags --resume refuses: it continues with the saved ones
+TRAINING_FLAGS = ("data", "epochs", "resolution", "batch_size", "seed", "fraction", "width_mult", "threads", "lr",
+                  "drop_path", "device", "test")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
+    from train_proxy.checkpoint import TrainingDir
     from train_proxy.data import resolve_data_arg
-    from train_proxy.trainer import resolve_device
+    from train_proxy.trainer import proxy_config, resolve_device
 
-    cfg = resolve_config(args.model)
-    spec = ProxySpec(
-        resolution=args.resolution,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        data_fraction=args.fraction,
-        width_multiplier=args.width_mult,
-        seed=args.seed,
-        lr=args.lr,
-        threads=args.threads,
-        device=args.device,
-        drop_path_rate=args.drop_path if args.drop_path is not None else default_drop_path(cfg, args),
-    )
+    if args.resume:
+        saved = _resumed(args)
+        settings = saved.settings()
+        cfg = saved.source_config()
+        try:
+            spec = ProxySpec(**settings["spec"])
+        except TypeError as exc:
+            raise UserError(f"{saved.path}/train.json: bad spec ({exc})") from None
+        data, notice, evaluate_test = settings["data"], None, bool(settings.get("evaluate_test"))
+    else:
+        if not args.model:
+            raise UserError("give a model (zoo name or config YAML) or --resume DIR")
+        cfg = resolve_config(args.model)
+        spec = ProxySpec(
+            resolution=args.resolution,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            data_fraction=args.fraction,
+            width_multiplier=args.width_mult,
+            seed=args.seed,
+            lr=args.lr,
+            threads=args.threads,
+            device=args.device,
+            drop_path_rate=args.drop_path if args.drop_path is not None else default_drop_path(cfg, args),
+        )
+        data, notice = resolve_data_arg(args.data)
+    if args.save:
+        TrainingDir.check_new(args.save)
     resolve_device(spec.device)  # an unusable device is refused before the data is read
-    data, notice = resolve_data_arg(args.data)
     bundle = load_data(data, spec.resolution, fraction=spec.data_fraction)
     if args.test and bundle.test is None:
         raise UserError(f"--test: {bundle.name} has no official test split (fashion-mnist and mnist:DIR have one)")
     if notice:
         print(notice, file=sys.stderr)
+    if not args.resume:
+        # a kept training scores its test split at the end, when the data has one
+        evaluate_test = args.test or (args.save is not None and bundle.test is not None)
+    keep = None
+    if args.save:
+        keep = TrainingDir.create(args.save)  # everything checked: now the first write
+        built = proxy_config(cfg, spec, bundle.num_classes, in_channels=int(bundle.train.tensors[0].shape[1]))
+        keep.write_settings(_settings(args, cfg, spec, data, evaluate_test), built)
+    elif args.resume:
+        keep = TrainingDir.open(args.resume)
 
     def report_epoch(record: dict) -> None:
         if not args.json:
@@ -87,9 +129,10 @@ def run(args: argparse.Namespace) -> int:
             )
 
     if not args.json:
-        print(f"training {cfg.name} on {bundle.summary()}")
+        verb = f"resuming {keep.path}: " if args.resume and keep else ""
+        print(f"{verb}training {cfg.name} on {bundle.summary()}")
     result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress,
-                         evaluate_test=args.test)  # fmt: skip
+                         evaluate_test=evaluate_test, checkpoint=keep)  # fmt: skip
     out = {
         "name": cfg.name,
         "data": bundle.name,
@@ -118,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
         "num_classes": bundle.num_classes,
         "history": result.history,
     }
+    if keep is not None:
+        from results.cards import trained_card
+
+        out["saved"] = str(keep.path)
+        keep.write_result(out, trained_card(keep.built_config(), out, keep.settings(), bundle.summary()))
     if args.json:
         print_json(out)
     else:
@@ -128,10 +176,39 @@ def run(args: argparse.Namespace) -> int:
             + f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
             f"on {result.device}, drop path {result.drop_path_rate:g}"
         )
+        if keep is not None:
+            print(f"saved in {keep.path}: model.safetensors, config.yaml, card.md, curves.png")
     if result.status == "failed":
         print(f"error: training failed: {result.failure_reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _resumed(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from train_proxy.checkpoint import TrainingDir
+
+    if args.model:
+        raise UserError("--resume DIR continues the training kept there; give no model")
+    defaults = args.training_defaults
+    changed = [f"--{flag.replace('_', '-')}" for flag in TRAINING_FLAGS if getattr(args, flag) != defaults.get(flag)]
+    if changed:
+        raise UserError(f"--resume continues with the saved settings; drop {', '.join(changed)}")
+    return TrainingDir.open(args.resume)
+
+
+def _settings(args: argparse.Namespace, cfg: ArchConfig, spec, data: str, evaluate_test: bool) -> dict:  # type: ignore[no-untyped-def]
+    from nas.search.run_dir import now_iso, versions
+
+    return {
+        "model": args.model,
+        "source_config": cfg.to_dict(),
+        "spec": spec.to_dict(),
+        "data": data,
+        "evaluate_test": evaluate_test,
+        "command": shlex.join(["nas", *sys.argv[1:]]) if sys.argv[1:] else "nas train",
+        "created": now_iso(),
+        "versions": versions(),
+    }
 
 
 def default_drop_path(cfg: ArchConfig, args: argparse.Namespace) -> float | None:

@@ -20,9 +20,10 @@ from results.cards import ArtifactInfo, model_card
 from results.pareto import front_objectives, pareto_front
 from results.run import load_run, study_records
 from search_space import ArchConfig
+from search_space.files import write_atomic, write_json_atomic
 
 from ..units import format_count, format_macs
-from .run_dir import RunDir, write_json_atomic, write_text_atomic
+from .run_dir import RunDir
 from .settings import SearchSettings
 
 
@@ -87,7 +88,7 @@ def export(run_dir: RunDir, members: list[FrontMember], study: optuna.Study) -> 
     written = []
     for m in members:
         path = out / f"{m.name}.yaml"
-        write_text_atomic(path, m.cfg.to_yaml())
+        write_atomic(path, m.cfg.to_yaml())
         written.append(path)
         result = run_dir.read_trial_result(m.number) or {}
         if m.latency_measured is not None:
@@ -109,7 +110,7 @@ def write_cards(run_dir: RunDir, members: list[FrontMember]) -> None:
     for m in members:
         yaml_path = run_dir.pareto_dir / f"{m.name}.yaml"
         text = model_card(run, run.trial(m.number), m.cfg, [ArtifactInfo("yaml", yaml_path)], weights_seed=0)
-        write_text_atomic(yaml_path.with_suffix(".md"), text)
+        write_atomic(yaml_path.with_suffix(".md"), text)
 
 
 def summary(members: list[FrontMember]) -> list[dict[str, Any]]:

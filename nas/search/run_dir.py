@@ -39,6 +39,7 @@ import yaml
 
 from search_space import ArchConfig
 from search_space.errors import UserError
+from search_space.files import write_atomic, write_json_atomic
 
 FORMAT = 1
 STUDY_NAME = "search"
@@ -154,19 +155,6 @@ def arch_hash(cfg: ArchConfig) -> str:
     data.pop("name", None)
     data.pop("drop_path_rate", None)  # a training hyperparameter, not part of the architecture
     return hashlib.sha1(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write-then-rename, so a reader (or a kill) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -322,7 +310,7 @@ class RunDir:
         }
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         self.tune_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.space_yaml, space_text)
+        write_atomic(self.space_yaml, space_text)
         write_json_atomic(self.run_json, data)
         return data
 
@@ -337,7 +325,7 @@ class RunDir:
     def write_trial_config(self, number: int, cfg: ArchConfig) -> None:
         d = self.trial_dir(number)
         d.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(d / "config.yaml", cfg.to_yaml())
+        write_atomic(d / "config.yaml", cfg.to_yaml())
 
     def append_metrics(self, number: int, row: dict[str, Any]) -> None:
         """One JSON line per epoch; epoch 1 starts the file afresh (a retried trial restarts)."""
