@@ -150,10 +150,25 @@ def model_card(
         out.append(f"- versions: {', '.join(f'{k} {v}' for k, v in run.versions.items())}")
     out.append("")
 
-    out += ["## Files", ""]
+    out += files_section(artifacts, f"freshly initialised weights (torch seed {weights_seed}): train the model "
+                         "before using them for predictions")  # fmt: skip
+    out += ["## Rebuild", "", "```python", "from search_space import ArchConfig, analytic_cost, build_model", "",
+            f'cfg = ArchConfig.load("{yaml_file}")',
+            "model = build_model(cfg)  # NCHW input, any side that is a multiple of 32; logits out",
+            f"assert analytic_cost(cfg) == ({total.params}, {total.macs})  # (params, MACs)", "```", "",
+            f"or from the command line: `nas profile {yaml_file}` (params and MACs), `nas train {yaml_file}` "
+            "(proxy training).", ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def files_section(artifacts: Sequence[ArtifactInfo], weights: str) -> list[str]:
+    """The card's list of exported files and how each was checked; ``weights`` says what the graphs carry."""
+    out = ["## Files", ""]
     for a in artifacts:
         if a.kind == "yaml":
             out.append(f"- `{a.path.name}`: the model config (YAML, `ArchConfig`)")
+        elif a.kind == "safetensors":
+            out.append(f"- `{a.path.name}`: the trained weights (safetensors; `model.load_state_dict(load_file(...))`)")
         elif a.kind == "onnx":
             d = a.details
             check = d.get("check", "not checked")
@@ -164,20 +179,19 @@ def model_card(
             out.append(f"- `{a.path.name}`: TorchScript (traced at {d.get('input_shape')}, batch dynamic); "
                        f"{d.get('check', 'not checked')}")  # fmt: skip
     if any(a.kind in ("onnx", "torchscript") for a in artifacts):
-        out.append(f"- the ONNX / TorchScript graphs carry freshly initialised weights (torch seed {weights_seed}): "
-                   "train the model before using them for predictions")  # fmt: skip
+        out.append(f"- the ONNX / TorchScript graphs carry {weights}")
     out.append("")
-
-    out += ["## Rebuild", "", "```python", "from search_space import ArchConfig, analytic_cost, build_model", "",
-            f'cfg = ArchConfig.load("{yaml_file}")',
-            "model = build_model(cfg)  # NCHW input, any side that is a multiple of 32; logits out",
-            f"assert analytic_cost(cfg) == ({total.params}, {total.macs})  # (params, MACs)", "```", "",
-            f"or from the command line: `nas profile {yaml_file}` (params and MACs), `nas train {yaml_file}` "
-            "(proxy training).", ""]  # fmt: skip
-    return "\n".join(out)
+    return out
 
 
-def trained_card(cfg: ArchConfig, result: dict[str, Any], settings: dict[str, Any], data_summary: str) -> str:
+def trained_card(
+    cfg: ArchConfig,
+    result: dict[str, Any],
+    settings: dict[str, Any],
+    data_summary: str,
+    artifacts: Sequence[ArtifactInfo] = (),
+    origin: str = "",
+) -> str:
     """Card of a network trained by `nas train --save`: what it is, how it was trained, what it scored.
 
     ``cfg`` is the network as built (the data's classes and channels, the trained resolution),
@@ -186,9 +200,11 @@ def trained_card(cfg: ArchConfig, result: dict[str, Any], settings: dict[str, An
     spec = settings["spec"]
     total = analytic_report(cfg).total
     test = result.get("test_acc")
+    yaml_file = next((a.path.name for a in artifacts if a.kind == "yaml"), "config.yaml")
+    weights_file = next((a.path.name for a in artifacts if a.kind == "safetensors"), "model.safetensors")
     out: list[str] = [f"# {cfg.name} (trained)", ""]
     out.append(f"Trained by `nas train` from `{settings.get('model', cfg.name)}`; the weights are in "
-               "`model.safetensors` (safetensors, no pickle), the network in `config.yaml`.")  # fmt: skip
+               f"`{weights_file}` (safetensors, no pickle), the network in `{yaml_file}`." + (f" {origin}" if origin else ""))  # fmt: skip
     out += ["", "## Accuracy", "", "| split | accuracy |", "|---|---|"]
     out.append(f"| validation, last epoch | {_opt(result.get('val_acc'), '{:.4f}')} |")
     out.append(f"| validation, best epoch | {_opt(result.get('best_val_acc'), '{:.4f}')} |")
@@ -216,10 +232,14 @@ def trained_card(cfg: ArchConfig, result: dict[str, Any], settings: dict[str, An
     out.append(f"- command: `{settings.get('command', '-')}`")
     if settings.get("versions"):
         out.append(f"- versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}")
-    out += ["", "## Use", "", "```python", "from safetensors.torch import load_file",
+    out.append("")
+    if artifacts:
+        out += files_section(artifacts, f"the trained weights (validation accuracy {_opt(result.get('val_acc'), '{:.4f}')}"
+                             + (f", test accuracy {test:.4f}" if test is not None else "") + ")")  # fmt: skip
+    out += ["## Use", "", "```python", "from safetensors.torch import load_file",
             "from search_space import ArchConfig, build_model", "",
-            'model = build_model(ArchConfig.load("config.yaml"))',
-            'model.load_state_dict(load_file("model.safetensors"))', "model.eval()", "```", ""]  # fmt: skip
+            f'model = build_model(ArchConfig.load("{yaml_file}"))',
+            f'model.load_state_dict(load_file("{weights_file}"))', "model.eval()", "```", ""]  # fmt: skip
     return "\n".join(out)
 
 

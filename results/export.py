@@ -29,6 +29,7 @@ from typing import Sequence
 
 from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import UserError
+from search_space.files import write_atomic
 
 from .cards import ArtifactInfo, model_card
 from .pareto import run_front
@@ -109,8 +110,7 @@ def _check_exportable(t: TrialRecord) -> None:
 
 
 def safe_stem(number: int, name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", name or "")
-    cleaned = re.sub(r"_+", "_", cleaned).strip("_-")[:48]
+    cleaned = _clean_name(name)
     stem = f"trial_{number:05d}"
     if cleaned.lower() in GENERIC_NAMES or cleaned == stem:  # nas search names trial configs trial_NNNNN
         return stem
@@ -135,13 +135,7 @@ def export_run(
     run = run if isinstance(run, Run) else load_run(run)
     formats = parse_formats(formats)
     chosen = select_trials(run, trials, top)
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create the output directory ({exc.strerror})") from None
+    out_dir = _output_dir(out)
     return [export_trial(run, t, out_dir, formats) for t in chosen]
 
 
@@ -151,7 +145,7 @@ def export_trial(run: Run, trial: TrialRecord, out_dir: Path, formats: Sequence[
     cfg = trial.config.replace(name=stem)
     cost = analytic_cost(cfg)
     config_path = _inside(out_dir, f"{stem}.yaml")
-    config_path.write_text(cfg.to_yaml())
+    write_atomic(config_path, cfg.to_yaml())
     card_path = _inside(out_dir, f"{stem}.md")
     result = Exported(trial.number, stem, config_path, card_path, cost.params, cost.macs)
     result.artifacts.append(ArtifactInfo("yaml", config_path))
@@ -159,17 +153,96 @@ def export_trial(run: Run, trial: TrialRecord, out_dir: Path, formats: Sequence[
         import torch
 
         torch.manual_seed(WEIGHTS_SEED)
-        model = build_model(cfg).eval()
-        if "onnx" in formats:
-            info = export_onnx(model, cfg, _inside(out_dir, f"{stem}.onnx"))
-            result.onnx_max_abs_diff = info.details.get("max_abs_diff")
-            result.artifacts.append(info)
-        if "torchscript" in formats:
-            info = export_torchscript(model, cfg, _inside(out_dir, f"{stem}.torchscript.pt"))
-            result.torchscript_max_abs_diff = info.details.get("max_abs_diff")
-            result.artifacts.append(info)
-    card_path.write_text(model_card(run, trial, cfg, result.artifacts, weights_seed=WEIGHTS_SEED))
+        _graphs(build_model(cfg).eval(), cfg, out_dir, stem, formats, result)
+    write_atomic(card_path, model_card(run, trial, cfg, result.artifacts, weights_seed=WEIGHTS_SEED))
     return result
+
+
+def export_trained(
+    source: str | Path,
+    out: str | Path,
+    formats: str | Sequence[str] = ("yaml",),
+    *,
+    run: Run | None = None,
+    trial: TrialRecord | None = None,
+) -> Exported:
+    """Export a network trained by ``nas train --save`` (``source``) with its weights: config,
+    safetensors, card with the measured accuracies, and ONNX / TorchScript when asked. With a
+    ``trial`` the trained network must be that trial's architecture (checked, names and training-only
+    fields aside); the files are named after the trial."""
+    import torch
+
+    from train_proxy.checkpoint import TrainingDir, load_weights
+
+    from .cards import trained_card
+
+    formats = parse_formats(formats)
+    trained = TrainingDir.open(source, flag="--weights" if trial is not None else "export")
+    result = trained.result()
+    if result is None:
+        raise UserError(f"{trained.path}: the training has not finished (no result.json); "
+                        f"finish it with nas train --resume {trained.path}")  # fmt: skip
+    cfg = trained.built_config()
+    if trial is not None:
+        assert trial.config is not None
+        if _architecture(trial.config) != _architecture(trained.source_config()):
+            raise UserError(f"--weights {trained.path}: trained a different architecture than trial {trial.number}")
+        stem = safe_stem(trial.number, trial.config.name)
+    else:
+        stem = _clean_name(cfg.name) or "model"
+    cfg = cfg.replace(name=stem)
+    out_dir = _output_dir(out)
+    cost = analytic_cost(cfg)
+    model = build_model(cfg)
+    model.load_state_dict(load_weights(trained.path))
+    model.eval()
+    config_path, card_path = _inside(out_dir, f"{stem}.yaml"), _inside(out_dir, f"{stem}.md")
+    write_atomic(config_path, cfg.to_yaml())
+    weights_path = _inside(out_dir, f"{stem}.safetensors")
+    write_atomic(weights_path, (trained.path / "model.safetensors").read_bytes())
+    exported = Exported(trial.number if trial is not None else -1, stem, config_path, card_path, cost.params, cost.macs)
+    exported.artifacts += [ArtifactInfo("yaml", config_path), ArtifactInfo("safetensors", weights_path)]
+    with torch.no_grad():
+        _graphs(model, cfg, out_dir, stem, formats, exported)
+    origin = f"Architecture of trial {trial.number} of run `{run.path if run else '?'}`." if trial is not None else ""
+    summary = result.get("data_summary") or str(result.get("data", "-"))
+    write_atomic(card_path, trained_card(cfg, result, trained.settings(), summary, exported.artifacts, origin))
+    return exported
+
+
+def _architecture(cfg: ArchConfig) -> dict:
+    """What makes two configs the same network to train (name and drop-path rate aside)."""
+    data = cfg.to_dict()
+    data.pop("name", None)
+    data.pop("drop_path_rate", None)
+    return data
+
+
+def _clean_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", name or "")
+    return re.sub(r"_+", "_", cleaned).strip("_-")[:48]
+
+
+def _output_dir(out: str | Path) -> Path:
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create the output directory ({exc.strerror})") from None
+    return out_dir
+
+
+def _graphs(model, cfg: ArchConfig, out_dir: Path, stem: str, formats: Sequence[str], result: Exported) -> None:  # type: ignore[no-untyped-def]
+    if "onnx" in formats:
+        info = export_onnx(model, cfg, _inside(out_dir, f"{stem}.onnx"))
+        result.onnx_max_abs_diff = info.details.get("max_abs_diff")
+        result.artifacts.append(info)
+    if "torchscript" in formats:
+        info = export_torchscript(model, cfg, _inside(out_dir, f"{stem}.torchscript.pt"))
+        result.torchscript_max_abs_diff = info.details.get("max_abs_diff")
+        result.artifacts.append(info)
 
 
 # -- ONNX ------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class HybridNet(nn.Module):
         head = built.pop("head")[0][1]
         self.stages = nn.ModuleList(_assemble_stage(members) for members in built.values())
         self.head = head
+        self.num_features: int = head.fc.in_features  # what forward_head(pre_logits=True) returns
         self.apply(_init_weights)
         for module in self.modules():  # a block family's own rule replaces the default (CMT)
             if module is not self and callable(getattr(module, "init_weights", None)):
@@ -50,14 +51,36 @@ class HybridNet(nn.Module):
             if hasattr(module, "_init_shift_kernels"):
                 module._init_shift_kernels()
 
+    # timm's model interface: num_classes, num_features, forward_features/forward_head,
+    # get_classifier/reset_classifier (search_space/timm_models.py registers the models with timm)
+    @property
+    def num_classes(self) -> int:
+        return getattr(self.head.fc, "out_features", 0)  # 0 once reset_classifier(0) removed it
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)
         return x
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new, freshly initialised classifier for ``num_classes`` (0: none, features out)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"only average pooling is supported, got global_pool={global_pool!r}")
+        features = self.num_features
+        self.head.fc = nn.Linear(features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            _init_weights(self.head.fc)
+        self.cfg = self.cfg.replace(num_classes=max(num_classes, 1))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -182,3 +182,49 @@ def test_training_dir_refuses_a_state_for_another_length(tmp_path, tiny_cfg):
     train_proxy(tiny_cfg, spec, "digits", checkpoint=d)
     with pytest.raises(UserError, match="for 1 epochs"):
         train_proxy(tiny_cfg, ProxySpec(epochs=2, data_fraction=0.2, threads=1), "digits", checkpoint=d)
+
+
+def test_export_of_a_trained_directory_carries_its_weights(tmp_path, tiny_yaml):
+    """ONNX and TorchScript exported from a kept training give the logits of the saved weights
+    (loaded here independently, with build_model + safetensors), within 1e-4."""
+    import numpy as np
+    import onnxruntime as ort
+
+    d, out = tmp_path / "kept", tmp_path / "exported"
+    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--fraction", "0.3", "--threads", "1",
+               "--no-progress", "--save", str(d))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    exported = nas("export", str(d), "--out", str(out), "--format", "onnx,torchscript", "--json")
+    assert exported.returncode == 0, exported.stderr
+    (entry,) = json.loads(exported.stdout)
+    assert entry["onnx_max_abs_diff"] <= 1e-4
+
+    model = build_model(ArchConfig.load(d / "config.yaml"))
+    model.load_state_dict(load_file(d / "model.safetensors"))
+    model.eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model(x).numpy()
+    session = ort.InferenceSession(entry["files"]["onnx"], providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"images": x.numpy()})[0]
+    assert np.abs(got - want).max() <= 1e-4
+    scripted = torch.jit.load(entry["files"]["torchscript"])
+    assert np.abs(scripted(x).detach().numpy() - want).max() <= 1e-4
+    card = Path(entry["card"]).read_text()
+    result = json.loads((d / "result.json").read_text())
+    assert "freshly initialised" not in card and f"validation accuracy {result['val_acc']:.4f}" in card
+
+    # --weights with a run: refused without exactly one trial; a training directory takes no --trial
+    refused = nas("export", str(d), "--out", str(out), "--trial", "1")
+    assert refused.returncode == 2 and "training directory" in refused.stderr
+
+
+def test_export_refuses_an_unfinished_training(tmp_path, tiny_yaml):
+    d = tmp_path / "kept"
+    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--fraction", "0.3", "--threads", "1",
+               "--no-progress", "--save", str(d))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (d / "result.json").unlink()
+    refused = nas("export", str(d), "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "has not finished" in refused.stderr
+    assert not (tmp_path / "x").exists()

@@ -73,11 +73,11 @@ class TrainingDir:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | Path) -> "TrainingDir":
+    def open(cls, path: str | Path, flag: str = "--resume") -> "TrainingDir":
         """An existing training directory, its settings checked readable."""
         path = Path(path)
         if path.is_symlink() or not path.is_dir():
-            raise UserError(f"--resume {path}: not a directory")
+            raise UserError(f"{flag} {path}: not a directory")
         found = cls(path)
         found.settings()  # refuses a missing or malformed train.json with one line
         return found

@@ -92,6 +92,9 @@ class DataBundle:
     max_shift: float = 0.125
     fraction: float = 1.0
     test: TensorDataset | None = None
+    # per-channel statistics the pixels (in [0, 1]) were normalised with: a deployed model needs them
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     @property
     def resolution(self) -> int:
@@ -276,6 +279,8 @@ def _bundle(
     hflip: bool,
     max_shift: float,
     fraction: float,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> DataBundle:
     return DataBundle(
         train=TensorDataset(train_x, torch.as_tensor(train_y, dtype=torch.long)),
@@ -286,7 +291,17 @@ def _bundle(
         hflip=hflip,
         max_shift=max_shift,
         fraction=fraction,
+        mean=_three(mean),
+        std=_three(std),
     )
+
+
+def _three(values: float | Sequence[float]) -> tuple[float, float, float]:
+    """Per-channel statistics of a 3-channel input; a grey set's one value repeated."""
+    if isinstance(values, (int, float)):
+        return (float(values),) * 3
+    a, b, c = (float(v) for v in values)
+    return (a, b, c)
 
 
 # -- digits -------------------------------------------------------------------------------
@@ -329,6 +344,8 @@ def _load_digits(resolution: int, fraction: float, seed: int) -> DataBundle:
         hflip=False,  # a mirrored digit is not the same digit
         max_shift=0.0625,  # small translations only: digits fill their 8x8 frame
         fraction=fraction,
+        mean=float(mean),
+        std=float(std),
     )
 
 
@@ -383,6 +400,8 @@ def _load_idx_folder(kind: str, path: Path, name: str, resolution: int, fraction
         hflip=fashion,
         max_shift=0.125 if fashion else 0.0625,
         fraction=fraction,
+        mean=mean,
+        std=std,
     )
     return replace(bundle, test=TensorDataset(three(test_images), torch.as_tensor(test_labels, dtype=torch.long)))
 
@@ -496,6 +515,8 @@ def _load_cifar10(path: Path, resolution: int, fraction: float, seed: int) -> Da
         hflip=True,
         max_shift=0.125,  # the classic 4 px of 32 random crop
         fraction=fraction,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
     )
 
 
@@ -579,4 +600,6 @@ def _load_imagefolder(path: Path, resolution: int, fraction: float, seed: int) -
         hflip=True,
         max_shift=0.125,
         fraction=fraction,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )

@@ -19,6 +19,7 @@ put in deterministic mode for the call; kernels without a deterministic variant 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -475,10 +476,7 @@ def _resolve_data(data: str | DataBundle, spec: ProxySpec) -> DataBundle:
     x, y = data.train.tensors
     keep = torch.from_numpy(stratified_subset(y.numpy(), spec.data_fraction, DATA_SEED))
     train = torch.utils.data.TensorDataset(x[keep], y[keep])
-    return DataBundle(
-        train, data.val, data.num_classes, data.name, data.class_names, data.hflip, data.max_shift, spec.data_fraction,
-        data.test,
-    )
+    return dataclasses.replace(data, train=train, fraction=spec.data_fraction)
 
 
 def _nbytes(bundle: DataBundle) -> int:

@@ -117,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         keep = TrainingDir.create(args.save)  # everything checked: now the first write
         built = proxy_config(cfg, spec, bundle.num_classes, in_channels=int(bundle.train.tensors[0].shape[1]))
-        keep.write_settings(_settings(args, cfg, spec, data, evaluate_test), built)
+        settings = _settings(args, cfg, spec, data, evaluate_test)
+        # what a deployed model must be fed (timm's pretrained_cfg reads it: search_space.timm_models)
+        settings["input"] = {"size": [built.in_channels, spec.resolution, spec.resolution],
+                             "mean": list(bundle.mean), "std": list(bundle.std), "interpolation": "bilinear"}  # fmt: skip
+        keep.write_settings(settings, built)
     elif args.resume:
         keep = TrainingDir.open(args.resume)
 
@@ -165,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         from results.cards import trained_card
 
         out["saved"] = str(keep.path)
+        out["data_summary"] = bundle.summary()
         keep.write_result(out, trained_card(keep.built_config(), out, keep.settings(), bundle.summary()))
     if args.json:
         print_json(out)

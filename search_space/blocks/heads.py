@@ -22,9 +22,9 @@ class ClassifierHead(nn.Module):
         self.dropout = nn.Dropout(head.dropout)
         self.fc = nn.Linear(features, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pre(x).mean((2, 3))
-        return self.fc(self.dropout(x))
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(self.pre(x).mean((2, 3)))
+        return x if pre_logits else self.fc(x)
 
 
 def head_cost(head: HeadConfig, in_channels: int, last_size: int, num_classes: int) -> Cost:
