@@ -18,7 +18,7 @@ from .cli_utils import OneLineErrorParser
 # Order shown in --help. A command whose module is absent is simply not offered.
 COMMANDS = (
     "search", "status", "profile", "sample", "train", "latency", "score", "fidelity",
-    "report", "export", "compare", "runs",
+    "report", "export", "compare", "runs", "finalize",
 )  # fmt: skip
 
 DESCRIPTION = """\

@@ -227,7 +227,7 @@ def trained_card(
                f"{spec['data_fraction']:g}, width x{spec['width_multiplier']:g}, label smoothing {spec['label_smoothing']:g}, "
                f"stochastic depth {result.get('drop_path_rate', 0):g} (linear over blocks)")  # fmt: skip
     out.append("- augmentation: random shift with reflect padding; horizontal flip where the data allows it")
-    out.append(f"- seed {spec['seed']}, device {result.get('device')}, threads {spec.get('threads') or 'torch default'}")
+    out.append(f"- seed {spec['seed']}, device {result.get('device')} ({result.get('precision', 'fp32')}), threads {spec.get('threads') or 'torch default'}")
     out += ["", "## Reproduce", ""]
     out.append(f"- command: `{settings.get('command', '-')}`")
     if settings.get("versions"):

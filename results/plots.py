@@ -183,6 +183,22 @@ def history_figure(trials: Sequence[TrialRecord], title: str = "") -> Figure:
     return fig
 
 
+def proxy_final_figure(pairs: Sequence[tuple[int, float, float]], title: str = "") -> Figure:
+    """Proxy accuracy (x) against the accuracy after full training (y), one labelled point per trial."""
+    fig = Figure(figsize=(6.2, 5.0))
+    ax = fig.add_subplot()
+    xs, ys = [p[1] for p in pairs], [p[2] for p in pairs]
+    ax.scatter(xs, ys, color=FRONT, s=28, zorder=3)
+    for number, x, y in pairs:
+        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.set_xlabel("proxy validation accuracy (search)")
+    ax.set_ylabel("validation accuracy after full training")
+    ax.grid(alpha=0.25)
+    ax.set_title(title or "Did the proxy's ranking hold?", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def importance_figure(importances: Mapping[str, float], title: str = "", top: int = 15) -> Figure:
     """The ``top`` most important choices as bars; the rest summed into one bar."""
     ranked = sorted(importances.items(), key=lambda kv: -kv[1])

@@ -44,7 +44,15 @@ from .pareto import (
     reference_point,
     run_front,
 )
-from .plots import ZooPoint, block_mix_figure, figure_png, history_figure, importance_figure, pareto_figure
+from .plots import (
+    ZooPoint,
+    block_mix_figure,
+    figure_png,
+    history_figure,
+    importance_figure,
+    pareto_figure,
+    proxy_final_figure,
+)
 from .run import LABELS, Run, TrialRecord, load_run
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -239,11 +247,43 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
             "block_mix", fig, "One bar per front member, stages stacked bottom to top, height = depth, colour = "
             "block type, hatching = channel attention.")  # fmt: skip
         )
+    finals = [f for f in run.finals() if f.status == "ok" and f.val_acc is not None]
+    proxy = {t.number: t.val_acc for t in run.trials}
+    pairs = [(f.number, proxy[f.number], f.val_acc) for f in finals if proxy.get(f.number) is not None]
+    if pairs:
+        tau_text = proxy_final_agreement(pairs)
+        fig = proxy_final_figure(pairs, title=f"Proxy vs full training ({tau_text})")
+        sections.append("<h2>Proxy accuracy vs full training</h2>" + add_figure(
+            "proxy_vs_final", fig, f"Trials trained fully by nas finalize (RUN_DIR/final/): {tau_text}.")  # fmt: skip
+            + _finals_table(run, finals))
     sections.append(_front_table(run, front, out_dir))
     sections.append(_zoo_table(zoo))
     sections.append(_methods(run, front))
     report.html_path.write_text(_page(title, sections), encoding="utf-8")
     return report
+
+
+def proxy_final_agreement(pairs: Sequence[tuple[int, float, float]]) -> str:
+    """Kendall's tau between proxy and final accuracy, in words (it needs at least 3 trials)."""
+    if len(pairs) < 3:
+        return f"{len(pairs)} trial(s): too few for a rank correlation (Kendall tau needs 3 or more)"
+    from scipy.stats import kendalltau
+
+    tau = kendalltau([p[1] for p in pairs], [p[2] for p in pairs]).statistic
+    if not math.isfinite(tau):
+        return f"Kendall tau undefined over {len(pairs)} trials (all accuracies tied on one side)"
+    return f"Kendall tau {tau:+.2f} over {len(pairs)} trials"
+
+
+def _finals_table(run: Run, finals: Sequence[Any]) -> str:
+    rows = []
+    for f in finals:
+        t = run.trial(f.number)
+        test = f"{f.test_acc:.4f}" if f.test_acc is not None else "-"
+        rows.append(f"<tr><td>{f.number}</td><td>{_opt(t.val_acc, '{:.4f}')}</td><td>{f.val_acc:.4f}</td>"
+                    f"<td>{test}</td><td>{f.epochs}</td><td>{html.escape(f.data)}</td></tr>")  # fmt: skip
+    return ("<table><tr><th>trial</th><th>proxy val_acc</th><th>final val_acc</th><th>final test_acc</th>"
+            f"<th>epochs</th><th>data</th></tr>{''.join(rows)}</table>")  # fmt: skip
 
 
 def _summary(run: Run, front: Sequence[TrialRecord]) -> str:

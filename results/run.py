@@ -151,6 +151,21 @@ class TrialRecord:
 
 
 @dataclass(frozen=True)
+class FinalRecord:
+    """A full training of a trial (`nas finalize`), from ``RUN_DIR/final/<trial>/result.json``."""
+
+    number: int
+    path: Path
+    status: str
+    val_acc: float | None
+    best_val_acc: float | None
+    test_acc: float | None
+    epochs: int
+    epochs_requested: int
+    data: str
+
+
+@dataclass(frozen=True)
 class Run:
     path: Path
     status: str
@@ -211,6 +226,27 @@ class Run:
     def study(self) -> Any:
         """The Optuna study itself (for importances and Optuna's own tools)."""
         return _load_study(RunDir(self.path).journal)
+
+    def finals(self) -> list[FinalRecord]:
+        """Finished full trainings of this run's trials (`nas finalize`), by trial number."""
+        final_dir = RunDir(self.path).final_dir
+        records = []
+        for d in sorted(final_dir.iterdir()) if final_dir.is_dir() else ():
+            if not d.name.isdigit() or d.is_symlink():
+                continue
+            try:
+                r = json.loads((d / "result.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # not finished (or unreadable): not a final result
+            if not isinstance(r, Mapping):
+                continue
+            records.append(FinalRecord(
+                number=int(d.name), path=d, status=str(r.get("status")), val_acc=_float(r.get("val_acc")),
+                best_val_acc=_float(r.get("best_val_acc")), test_acc=_float(r.get("test_acc")),
+                epochs=_int(r.get("epochs")) or 0, epochs_requested=_int(r.get("epochs_requested")) or 0,
+                data=str(r.get("data", "-")),
+            ))  # fmt: skip
+        return records
 
 
 def rank_trials(trials: Sequence[TrialRecord], objective: str = "acc") -> list[TrialRecord]:

@@ -3,8 +3,9 @@
 # (an unpinned `torch` would pull a multi-GB CUDA build).
 # Usage: bash scripts/install.sh          the package (to run `nas` and `scaling`) and Debian's
 #                                          dataset-fashion-mnist (real data: --data fashion-mnist) where apt-get can
-#        bash scripts/install.sh --test   plus the test tools, and Debian's chromium for the
-#                                          report's headless-browser test where apt-get can install it
+#        bash scripts/install.sh --test   plus the test tools (timm with a torch/torchvision pair that loads
+#                                          together), and Debian's chromium for the report's
+#                                          headless-browser test where apt-get can install it
 # Without apt-get (or root) nothing fails: the commands fall back to the bundled digits data and
 # this script says where to put Fashion-MNIST's four IDX files instead.
 set -euo pipefail
@@ -42,7 +43,20 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install "${TORCH_SPEC:-torch==2.13.0}"     # the CPU wheel on this project's machines
   fi
 fi
+torchvision_works() { "$PY" -c "import torchvision.ops, torch; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)" >/dev/null 2>&1; }
 if [ "${1:-}" = "--test" ]; then
+  # timm (search_space.timm_models, tested) needs torchvision, and PyPI's torchvision does not load
+  # beside the CPU build of torch 2.13.0: take a torch/torchvision pair that loads together
+  if ! torchvision_works; then
+    if has_gpu; then
+      "$PY" -m pip install -q torchvision                         # matches the CUDA torch installed above
+    elif [ "$(uname -m)" = "aarch64" ]; then
+      "$PY" -m pip install -q "torch==2.9.1" "torchvision==0.24.1"  # CPU builds
+    else
+      # shellcheck disable=SC2086  # a list of requirements
+      "$PY" -m pip install -q ${TORCHVISION_SPEC:-torch==2.14.1 torchvision==0.29.1}  # a CUDA build; runs on the CPU
+    fi
+  fi
   "$PY" -m pip install -q -e ".[test]"
   if ! command -v chromium >/dev/null 2>&1; then
     if can_apt; then

@@ -82,7 +82,7 @@ def pretrained_cfg_for(cfg: ArchConfig, **known: Any) -> dict[str, Any]:
         "file": known.get("file"),
         "num_classes": cfg.num_classes,
         "input_size": (cfg.in_channels, cfg.resolution, cfg.resolution),
-        "pool_size": (cfg.resolution // cfg.total_stride(),) * 2,
+        "pool_size": (cfg.feature_sizes()[-1],) * 2,
         "crop_pct": 1.0 if cfg.resolution < 224 else 0.875,
         "interpolation": known.get("interpolation", "bicubic"),
         "mean": known.get("mean", IMAGENET_MEAN),
@@ -106,12 +106,12 @@ def create(
     pretrained_cfg_overlay: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> HybridNet:
-    if kwargs.get("features_only"):
+    if kwargs.pop("features_only", False):
         raise ValueError(f"{variant}: features_only is not supported; use forward_features")
-    kwargs.pop("features_only", None)
-    for ignored in ("global_pool", "img_size"):  # average pooling; any side that is a multiple of 32
-        if kwargs.pop(ignored, None) not in (None, "avg") and ignored == "global_pool":
-            raise ValueError(f"{variant}: only global_pool='avg' is supported")
+    if kwargs.pop("global_pool", None) not in (None, "avg"):
+        raise ValueError(f"{variant}: only global_pool='avg' is supported")
+    kwargs.pop("img_size", None)  # any side that is a multiple of 32 works
+    builder = {k: kwargs.pop(k) for k in ("cache_dir", "pretrained_strict") if k in kwargs}  # timm's own
     if kwargs:
         raise TypeError(f"{variant}: unexpected arguments {', '.join(sorted(kwargs))}")
     try:
@@ -140,6 +140,7 @@ def create(
         cfg=built,
         num_classes=built.num_classes,
         in_chans=built.in_channels,
+        **builder,
     )
 
 

@@ -7,7 +7,8 @@ is built at the proxy resolution with the data's class count and optionally narr
 
 The loop indexes in-memory tensors with a seeded permutation per epoch (no DataLoader workers)
 and avoids per-step host synchronisation on CUDA: the loss is summed on the device and checked
-for non-finite values every few steps. On CUDA it runs under bf16 autocast in channels_last; on
+for non-finite values every few steps. On CUDA it runs in channels_last under bf16 autocast (fp16 with a
+gradient scaler where the GPU has no native bf16; `ProxySpec.precision` chooses); on
 the CPU it pins ``torch`` to ``spec.threads`` for the duration of the call (restored afterwards).
 
 Determinism: the same seed on the same device and thread count gives the same result. The call
@@ -38,9 +39,11 @@ from search_space.transforms import scale_widths, with_classes
 
 from .data import DataBundle, load_data, stratified_subset
 from .latency import pinned_threads
+from .latency import resolve_device as _checked_device
 
 DATA_SEED = 0  # the train subset (data_fraction) is the same for every training seed
 EVAL_BATCH = 256
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CUDA_CHECK_EVERY = 16  # steps between host reads of the loss on CUDA (each read synchronises)
 CUDA_RESIDENT_BYTES = 4 << 30  # datasets below this live on the GPU for the whole run
 
@@ -78,6 +81,8 @@ class ProxySpec:
     # Stochastic depth maximum for this run: 0 (off) for proxies, which rank architectures from
     # a few epochs; None trains with the config's own drop_path_rate (full training).
     drop_path_rate: float | None = 0.0
+    # mixed precision on CUDA: auto (bf16 where native, else fp16 with a grad scaler), bf16, fp16, fp32
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -105,6 +110,8 @@ class ProxySpec:
         need(self.drop_path_rate is None or 0.0 <= self.drop_path_rate < 1.0,
              f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")  # fmt: skip
 
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -129,6 +136,7 @@ class TrainResult:
     n_val: int = 0
     drop_path_rate: float = 0.0  # the stochastic depth maximum the run trained with
     test_acc: float | None = None  # on the data's official test split, only when asked (never in a search)
+    precision: str = "fp32"  # what the run computed in: fp32, or bf16 / fp16 autocast on CUDA
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,14 +196,26 @@ def train_proxy(
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA where present), ``cpu`` or ``cuda[:N]``, checked (`train_proxy.latency.resolve_device`)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' asked for, but CUDA is not available here")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'") from None
+    return _checked_device(name)
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run (None: float32). ``auto``: bf16 where the GPU has it natively,
+    else fp16 (with a gradient scaler); float32 on the CPU."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    if precision == "bf16":
+        if not native_bf16:
+            raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no native bfloat16; "
+                            "use fp16 or auto")  # fmt: skip
+        return torch.bfloat16
+    return torch.bfloat16 if native_bf16 else torch.float16
 
 
 class _Run:
@@ -212,6 +232,9 @@ class _Run:
     ) -> None:
         self.spec, self.bundle, self.device, self.on_epoch, self.progress = spec, bundle, device, on_epoch, progress
         self.cuda = device.type == "cuda"
+        self.amp = amp_dtype(spec.precision, device)
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         x_train, y_train = bundle.train.tensors
         self.cfg = proxy_config(cfg, spec, bundle.num_classes, in_channels=int(x_train.shape[1]))
         self.macs = analytic_cost(self.cfg, spec.resolution).macs
@@ -327,6 +350,7 @@ class _Run:
             n_val=self.n_val,
             drop_path_rate=self.cfg.drop_path_rate,
             test_acc=test_acc,
+            precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32"),  # type: ignore[arg-type]
         )
 
     # -- resuming -------------------------------------------------------------------------------
@@ -346,6 +370,7 @@ class _Run:
             "epochs": self.spec.epochs,
             "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": rng,
             "history": [dict(h) for h in history],
         }
@@ -358,6 +383,8 @@ class _Run:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"saved training state does not fit the network ({first})") from None
@@ -383,7 +410,7 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         steps = torch.arange(1, self.steps_per_epoch + 1, device=self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        autocast = self._autocast()
         for i in range(self.steps_per_epoch):
             idx = order[i * self.batch : (i + 1) * self.batch]
             x, y = self._batch(idx)
@@ -393,8 +420,13 @@ class _Run:
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             loss = loss.detach()
             loss_sum += loss
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), steps[i], first_bad)
@@ -405,6 +437,9 @@ class _Run:
                 if bad >= 0:
                     return math.nan, bad
         return float(loss_sum) / self.steps_per_epoch, None
+
+    def _autocast(self):  # type: ignore[no-untyped-def]
+        return torch.autocast("cuda", dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.x_train.device != self.device:  # data too large to live on the GPU
@@ -424,7 +459,7 @@ class _Run:
         x_all, y_all = (self.x_val, self.y_val) if images is None or labels is None else (images, labels)
         model.eval()
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        autocast = self._autocast()
         for start in range(0, len(y_all), EVAL_BATCH):
             x = x_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
             y = y_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the config's drop_path_rate for a full run)",
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="on CUDA: auto (default: bf16 autocast where the GPU has it natively, else fp16 with a "
+                        "gradient scaler), bf16, fp16 or fp32; the CPU computes in fp32")  # fmt: skip
     p.add_argument("--test", action="store_true",
                    help="also report test_acc on the data's official test split (fashion-mnist, mnist:DIR; "
                         "kept apart from training and validation, never used by searches)")  # fmt: skip
@@ -67,24 +70,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # training flags --resume refuses: it continues with the saved ones
 TRAINING_FLAGS = ("data", "epochs", "resolution", "batch_size", "seed", "fraction", "width_mult", "threads", "lr",
-                  "drop_path", "device", "test")  # fmt: skip
+                  "drop_path", "device", "precision", "test")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
+    from train_proxy import keep as kept
     from train_proxy.checkpoint import TrainingDir
     from train_proxy.data import resolve_data_arg
-    from train_proxy.trainer import proxy_config, resolve_device
+    from train_proxy.trainer import resolve_device
 
     if args.resume:
-        saved = _resumed(args)
-        settings = saved.settings()
-        cfg = saved.source_config()
-        try:
-            spec = ProxySpec(**settings["spec"])
-        except TypeError as exc:
-            raise UserError(f"{saved.path}/train.json: bad spec ({exc})") from None
-        data, notice, evaluate_test = settings["data"], None, bool(settings.get("evaluate_test"))
+        keep = _resumed(args)
+        cfg, spec = keep.source_config(), kept.saved_spec(keep)
+        data, notice, evaluate_test = keep.settings()["data"], None, bool(keep.settings().get("evaluate_test"))
     else:
         if not args.model:
             raise UserError("give a model (zoo name or config YAML) or --resume DIR")
@@ -99,31 +98,23 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             threads=args.threads,
             device=args.device,
+            precision=args.precision,
             drop_path_rate=args.drop_path if args.drop_path is not None else default_drop_path(cfg, args),
         )
         data, notice = resolve_data_arg(args.data)
-    if args.save:
-        TrainingDir.check_new(args.save)
+        if args.save:
+            TrainingDir.check_new(args.save)
     resolve_device(spec.device)  # an unusable device is refused before the data is read
     bundle = load_data(data, spec.resolution, fraction=spec.data_fraction)
     if args.test and bundle.test is None:
         raise UserError(f"--test: {bundle.name} has no official test split (fashion-mnist and mnist:DIR have one)")
     if notice:
         print(notice, file=sys.stderr)
-    if not args.resume:
-        # a kept training scores its test split at the end, when the data has one
-        evaluate_test = args.test or (args.save is not None and bundle.test is not None)
-    keep = None
     if args.save:
+        # a kept training scores its test split at the end, when the data has one
+        evaluate_test = args.test or bundle.test is not None
         keep = TrainingDir.create(args.save)  # everything checked: now the first write
-        built = proxy_config(cfg, spec, bundle.num_classes, in_channels=int(bundle.train.tensors[0].shape[1]))
-        settings = _settings(args, cfg, spec, data, evaluate_test)
-        # what a deployed model must be fed (timm's pretrained_cfg reads it: search_space.timm_models)
-        settings["input"] = {"size": [built.in_channels, spec.resolution, spec.resolution],
-                             "mean": list(bundle.mean), "std": list(bundle.std), "interpolation": "bilinear"}  # fmt: skip
-        keep.write_settings(settings, built)
-    elif args.resume:
-        keep = TrainingDir.open(args.resume)
+        kept.start(keep, cfg, spec, data, bundle, evaluate_test=evaluate_test, extra=_provenance(args))
 
     def report_epoch(record: dict) -> None:
         if not args.json:
@@ -133,58 +124,28 @@ def run(args: argparse.Namespace) -> int:
             )
 
     if not args.json:
-        verb = f"resuming {keep.path}: " if args.resume and keep else ""
+        verb = f"resuming {keep.path}: " if args.resume else ""
         print(f"{verb}training {cfg.name} on {bundle.summary()}")
-    result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress,
-                         evaluate_test=evaluate_test, checkpoint=keep)  # fmt: skip
-    out = {
-        "name": cfg.name,
-        "data": bundle.name,
-        "status": result.status,
-        "failure_reason": result.failure_reason,
-        "val_acc": result.val_acc,
-        "best_val_acc": result.best_val_acc,
-        "test_acc": result.test_acc,
-        "epochs": result.epochs,
-        "epochs_requested": spec.epochs,
-        "train_seconds": result.train_seconds,
-        "images_per_second": result.images_per_second,
-        "params": result.params,
-        "macs": result.macs,
-        "resolution": spec.resolution,
-        "batch_size": spec.batch_size,
-        "seed": spec.seed,
-        "data_fraction": spec.data_fraction,
-        "width_multiplier": spec.width_multiplier,
-        "lr": spec.lr,
-        "drop_path_rate": result.drop_path_rate,
-        "device": result.device,
-        "threads": spec.threads,
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-        "num_classes": bundle.num_classes,
-        "history": result.history,
-    }
-    if keep is not None:
-        from results.cards import trained_card
-
-        out["saved"] = str(keep.path)
-        out["data_summary"] = bundle.summary()
-        keep.write_result(out, trained_card(keep.built_config(), out, keep.settings(), bundle.summary()))
+    if args.save or args.resume:
+        out = kept.run(keep, bundle, on_epoch=report_epoch, progress=not args.no_progress)
+    else:
+        result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress,
+                             evaluate_test=args.test)  # fmt: skip
+        out = kept.result_record(cfg, spec, bundle, result)
     if args.json:
         print_json(out)
     else:
+        test = f"test_acc {out['test_acc']:.4f} " if out["test_acc"] is not None else ""
         print(
-            f"{cfg.name} at {spec.resolution} px ({format_count(result.params)} params, "
-            f"{format_macs(result.macs)} MACs): val_acc {result.val_acc:.4f} (best {result.best_val_acc:.4f}) "
-            + (f"test_acc {result.test_acc:.4f} " if result.test_acc is not None else "")
-            + f"after {result.epochs} epochs, {result.train_seconds:.1f} s, {result.images_per_second:.0f} images/s "
-            f"on {result.device}, drop path {result.drop_path_rate:g}"
+            f"{cfg.name} at {spec.resolution} px ({format_count(out['params'])} params, "
+            f"{format_macs(out['macs'])} MACs): val_acc {out['val_acc']:.4f} (best {out['best_val_acc']:.4f}) "
+            f"{test}after {out['epochs']} epochs, {out['train_seconds']:.1f} s, {out['images_per_second']:.0f} "
+            f"images/s on {out['device']} ({out['precision']}), drop path {out['drop_path_rate']:g}"
         )
-        if keep is not None:
-            print(f"saved in {keep.path}: model.safetensors, config.yaml, card.md, curves.png")
-    if result.status == "failed":
-        print(f"error: training failed: {result.failure_reason}", file=sys.stderr)
+        if "saved" in out:
+            print(f"saved in {out['saved']}: model.safetensors, config.yaml, card.md, curves.png")
+    if out["status"] == "failed":
+        print(f"error: training failed: {out['failure_reason']}", file=sys.stderr)
         return 1
     return 0
 
@@ -201,15 +162,11 @@ def _resumed(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return TrainingDir.open(args.resume)
 
 
-def _settings(args: argparse.Namespace, cfg: ArchConfig, spec, data: str, evaluate_test: bool) -> dict:  # type: ignore[no-untyped-def]
+def _provenance(args: argparse.Namespace) -> dict:
     from nas.search.run_dir import now_iso, versions
 
     return {
         "model": args.model,
-        "source_config": cfg.to_dict(),
-        "spec": spec.to_dict(),
-        "data": data,
-        "evaluate_test": evaluate_test,
         "command": shlex.join(["nas", *sys.argv[1:]]) if sys.argv[1:] else "nas train",
         "created": now_iso(),
         "versions": versions(),

@@ -66,6 +66,7 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[s
     threads = int(config["threads"])
     torch.set_num_threads(threads)
     node_id = ray_node_id()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # what train_proxy's "auto" picks in this worker
     last_epoch = 0
     last_acc = 0.0
 
@@ -80,6 +81,7 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[s
                 "seconds": float(row.get("seconds", 0.0)),  # since the trial's training started
                 "epoch_seconds": float(row.get("epoch_seconds", 0.0)),
                 "node_id": node_id,  # which cluster node trained it (result.json keeps it)
+                "device": device,
             }
         )
 

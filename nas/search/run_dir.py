@@ -183,6 +183,14 @@ class RunDir:
         return self.path / "trials"
 
     @property
+    def final_dir(self) -> Path:
+        """Full trainings of chosen trials (`nas finalize`), one training directory per trial."""
+        return self.path / "final"
+
+    def final_trial_dir(self, number: int) -> Path:
+        return self.final_dir / f"{number:0{TRIAL_DIR_DIGITS}d}"
+
+    @property
     def pareto_dir(self) -> Path:
         return self.path / "pareto"
 

@@ -159,7 +159,7 @@ class Resources:
         return dict(self.__dict__)
 
 
-def plan_resources(settings: SearchSettings) -> Resources:
+def plan_resources(concurrency: int | None, threads: int | None) -> Resources:
     """Trials per cluster: one CPU thread each by default; GPUs only where the cluster has them."""
     import ray
 
@@ -168,13 +168,9 @@ def plan_resources(settings: SearchSettings) -> Resources:
     cpus = max(1, int(total.get("CPU", 1)))
     gpus = float(total.get("GPU", 0.0))
     biggest_node = max((int(n["Resources"].get("CPU", 0)) for n in alive), default=cpus)
-    if settings.concurrency is not None:
-        concurrency = settings.concurrency
-    elif gpus > 0:
-        concurrency = max(1, min(cpus, int(gpus * 2)))  # two small proxies share a GPU well
-    else:
-        concurrency = cpus
-    threads = settings.threads or max(1, cpus // concurrency)
+    if concurrency is None:  # two small proxies share a GPU well
+        concurrency = max(1, min(cpus, int(gpus * 2))) if gpus > 0 else cpus
+    threads = threads or max(1, cpus // concurrency)
     if threads > biggest_node:
         raise UserError(f"--threads {threads} exceeds the CPUs of the largest Ray node ({biggest_node})")
     # A trial asking for a GPU on a cluster without one would wait forever, silently.
@@ -294,7 +290,7 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     start_ray(s.address)
     previous_term = signal.signal(signal.SIGTERM, _sigterm_to_sigint)
     try:
-        res = plan_resources(s)
+        res = plan_resources(s.concurrency, s.threads)
         s = s.with_overrides(concurrency=res.concurrency)
         with plan.run_dir.locked():
             try:

@@ -417,7 +417,7 @@ class NasSearcher(OptunaSearch):
             {"number": cand.number, "status": status, "state": state.name, "trained": True, "values": values,
              "reason": reason, "macs": cand.macs, "params": cand.params, "latency_ms_predicted": cand.latency_ms,
              "val_acc": rows[-1]["val_acc"] if rows else None, "epochs_trained": len(rows), "retries": live.retries,
-             "node_id": live.node_id},  # fmt: skip
+             "node_id": live.node_id, "device": rows[-1].get("device") if rows else None},  # fmt: skip
         )
         self._emit(status, {"number": cand.number, "val_acc": rows[-1]["val_acc"] if rows else None,
                             "macs": cand.macs, "reason": reason, "trained": True})  # fmt: skip

@@ -1,0 +1,145 @@
+"""`nas finalize`: train a search's chosen architectures fully, each into ``RUN_DIR/final/<trial>/``.
+
+Each final training is a kept training (`train_proxy.keep`, the same as ``nas train --save``):
+the trial's architecture at full width on all the training data, at the run's proxy resolution
+unless told otherwise, saved after every epoch. Running the command again continues unfinished
+trainings from their last epoch and leaves finished ones alone. Several trainings run at once
+as Ray tasks (one CPU thread each by default; a share of a GPU where Ray sees one), like a search.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from results.export import select_trials
+from results.run import Run, TrialRecord, load_run
+from search_space import ArchConfig
+from search_space.errors import UserError
+from train_proxy import keep as kept
+from train_proxy.checkpoint import TrainingDir
+from train_proxy.data import DataBundle, load_data
+from train_proxy.trainer import ProxySpec, resolve_device
+
+from .search.run_dir import RunDir, now_iso, versions
+
+# spec fields that may differ when a final training is continued (they do not change what is trained)
+RUNTIME_FIELDS = ("threads", "device")
+
+
+@dataclass(frozen=True)
+class FinalizeOptions:
+    epochs: int = 10
+    resolution: int | None = None  # default: the run's proxy resolution
+    data: str | None = None  # default: the run's data
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    drop_path: float | None = None  # None: the config's own rate (a full training)
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class Job:
+    trial: TrialRecord
+    path: Path
+    cfg: ArchConfig
+    state: str  # new | resume | done
+
+
+def plan(run_path: str | Path, trials: Sequence[int] | None, top: int | None, options: FinalizeOptions,
+         threads: int) -> tuple[Run, list[Job], ProxySpec, str, DataBundle]:  # fmt: skip
+    """Everything checked, nothing written: the run, the jobs, the spec and the loaded data."""
+    run = load_run(run_path)
+    chosen = select_trials(run, trials, top)
+    s = run.settings
+    data = options.data or s.data
+    resolution = options.resolution or s.proxy_resolution
+    resolve_device(options.device)
+    spec_fields = dict(resolution=resolution, epochs=options.epochs, batch_size=options.batch_size,
+                       data_fraction=1.0, width_multiplier=1.0, seed=options.seed, lr=options.lr, threads=threads,
+                       device=options.device, precision=options.precision, drop_path_rate=options.drop_path)  # fmt: skip
+    spec = ProxySpec(**spec_fields)
+    bundle = load_data(data, resolution)
+    rd = RunDir(run.path)
+    jobs = []
+    for t in chosen:
+        assert t.config is not None
+        path = rd.final_trial_dir(t.number)
+        if path.is_symlink():
+            raise UserError(f"{path}: is a symbolic link; refusing to train into it")
+        if (path / "train.json").exists():
+            keep = TrainingDir.open(path, flag="final")
+            _check_same(keep, spec, data, t.number)
+            state = "done" if keep.result() is not None and keep.result().get("status") == "ok" else "resume"
+        elif path.exists() and any(path.iterdir()):
+            raise UserError(f"{path}: exists, is not empty and holds no training; move it away")
+        else:
+            state = "new"
+        jobs.append(Job(t, path, t.config, state))
+    return run, jobs, spec, data, bundle
+
+
+def _check_same(keep: TrainingDir, spec: ProxySpec, data: str, number: int) -> None:
+    saved = kept.saved_spec(keep).to_dict()
+    wanted = spec.to_dict()
+    differ = [k for k in wanted if k not in RUNTIME_FIELDS and saved.get(k) != wanted[k]]
+    if keep.settings().get("data") != data:
+        differ.append("data")
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k, keep.settings().get(k))!r}" for k in differ)
+        raise UserError(f"trial {number} is already being finalised with other settings ({shown}); "
+                        f"give the same options or move {keep.path} away")  # fmt: skip
+
+
+def start_new(jobs: Sequence[Job], spec: ProxySpec, data: str, bundle: DataBundle, run: Run, command: str) -> None:
+    for job in jobs:
+        if job.state != "new":
+            continue
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+        keep = TrainingDir.create(job.path)
+        extra = {"model": f"{run.path} trial {job.trial.number}", "command": command, "created": now_iso(),
+                 "versions": versions(), "run": str(run.path), "trial": job.trial.number,
+                 "proxy_val_acc": job.trial.val_acc}  # fmt: skip
+        kept.start(keep, job.cfg, spec, data, bundle, evaluate_test=bundle.test is not None, extra=extra)
+
+
+def train_all(jobs: Sequence[Job], concurrency: int, threads: int, gpus_per_job: float, bundle: DataBundle,
+              report: Callable[[Job, dict[str, Any] | None, str | None], None]) -> None:  # fmt: skip
+    """Train every unfinished job to its end; ``report(job, result, error)`` as each one ends."""
+    todo = [j for j in jobs if j.state != "done"]
+    if concurrency <= 1 or len(todo) <= 1:
+        for job in todo:
+            try:
+                report(job, kept.run(TrainingDir.open(job.path, flag="final"), bundle), None)
+            except UserError as exc:
+                report(job, None, str(exc))
+        return
+    import ray
+
+    remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_job, max_retries=0)(_train_in_worker)
+    pending = {remote.remote(str(job.path)): job for job in todo}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(done[0])
+        try:
+            report(job, ray.get(done[0]), None)
+        except Exception as exc:  # the task's error, re-raised by ray.get
+            cause = getattr(exc, "cause", None) or exc
+            report(job, None, f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}")
+
+
+def _train_in_worker(path: str) -> dict[str, Any]:
+    import torch
+
+    keep = TrainingDir.open(path, flag="final")
+    threads = kept.saved_spec(keep).threads
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    record = kept.run(keep)
+    record["worker_seconds"] = time.perf_counter() - started
+    return record
