@@ -6,14 +6,33 @@ User errors (bad input, missing files, infeasible constraints) print one line an
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import os
+import signal
 import sys
-from typing import Sequence
 
-from search_space.errors import UserError
 
-from .cli_utils import OneLineErrorParser
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM while the command still imports torch and Ray: nothing is open or written
+    yet, so leave at once, quietly (a KeyboardInterrupt there would print an import traceback)."""
+    os.write(2, b"interrupted\n")
+    os._exit(128 + signum)
+
+
+# Only as a program (`nas`, `scaling`, `python -m nas.cli`), never when imported by other code.
+if __name__ == "__main__" or os.path.basename(sys.argv[0] or "") in ("nas", "scaling"):
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    signal.signal(signal.SIGTERM, _interrupted_while_starting)
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import importlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from search_space.errors import UserError  # noqa: E402
+from search_space.files import free_space_note  # noqa: E402
+
+from .cli_utils import OneLineErrorParser  # noqa: E402
 
 # Order shown in --help. A command whose module is absent is simply not offered.
 COMMANDS = (
@@ -54,17 +73,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_guarded(fn) -> int:  # type: ignore[no-untyped-def]
     """Run a command; user errors become one line on stderr and exit status 2."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:  # started: the usual handling
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         code = fn()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = Path(exc.filename).parent if exc.filename else Path.cwd()
+        print(f"error: {exc.strerror} writing {exc.filename or 'a file'}{free_space_note(exc, where)}; free some "
+              "space and run the command again (a search continues with --resume)", file=sys.stderr)  # fmt: skip
+        return 2
     return int(code or 0)
+
+
+MAX_ERROR_CHARS = 600
+
+
+def one_line(message: str) -> str:
+    """An error as one bounded line, whatever a value quoted inside it held."""
+    text = " ".join(message.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def main_entry() -> None:

@@ -36,10 +36,15 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+MAX_RESOLUTION = 2048
+
+
 def resolution_arg(text: str) -> int:
     value = positive_int(text)
     if value % 32:
         raise argparse.ArgumentTypeError(f"resolution {value} is not a multiple of 32")
+    if value > MAX_RESOLUTION:  # a batch of 64 at 4096 px is already 12 GiB of input alone
+        raise argparse.ArgumentTypeError(f"resolution {value} is above {MAX_RESOLUTION}")
     return value
 
 
@@ -50,6 +55,6 @@ def print_json(obj: Any) -> None:
 # --data of the commands that train (nas train/search/fidelity, scaling coeffs); the default is
 # resolved by train_proxy.data.default_data_spec when the data is needed.
 DATA_HELP = (
-    "fashion-mnist (the default where installed, else the bundled digits), fashion-mnist:DIR, mnist:DIR, "
-    "digits, cifar10:PATH or imagefolder:PATH"
+    "fashion-mnist, fashion-mnist:DIR, mnist:DIR, digits (the default for now: see the README), "
+    "cifar10:PATH or imagefolder:PATH"
 )

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from search_space import ArchConfig, analytic_cost, load_zoo, zoo_names
 from search_space.errors import ConfigError, UserError
+from search_space.files import write_atomic
 
 from .pareto import (
     front_hypervolume,
@@ -198,7 +199,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
     def add_figure(key: str, fig: Any, caption: str) -> str:
         png = figure_png(fig)
         path = out_dir / f"{key}.png"
-        path.write_bytes(png)
+        write_atomic(path, png)
         report.pngs[key] = path
         b64 = base64.b64encode(png).decode("ascii")
         return (
@@ -259,7 +260,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
     sections.append(_front_table(run, front, out_dir))
     sections.append(_zoo_table(zoo))
     sections.append(_methods(run, front))
-    report.html_path.write_text(_page(title, sections), encoding="utf-8")
+    write_atomic(report.html_path, _page(title, sections))
     return report
 
 

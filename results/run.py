@@ -225,7 +225,7 @@ class Run:
 
     def study(self) -> Any:
         """The Optuna study itself (for importances and Optuna's own tools)."""
-        return _load_study(RunDir(self.path).journal)
+        return load_study(RunDir(self.path).journal)
 
     def finals(self) -> list[FinalRecord]:
         """Finished full trainings of this run's trials (`nas finalize`), by trial number."""
@@ -279,7 +279,7 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{path}: not a run directory (no run.json or study.journal; made by nas search)")
     meta = rd.read_run_json(strict=False) if rd.run_json.is_file() else {}
     settings = RunSettings.from_run_json(meta.get("settings"))
-    study = _load_study(rd.journal)
+    study = load_study(rd.journal)
     directions: tuple[str, ...]
     if study is not None:
         directions = tuple(d.name.lower() for d in study.directions)
@@ -325,7 +325,7 @@ def _guess_objectives(n: int) -> tuple[str, ...]:
     return ("acc", "macs", "latency")[: max(1, n)]
 
 
-def _load_study(journal: Path) -> Any:
+def load_study(journal: Path) -> Any:
     """The study STUDY_NAME from a journal file, or None when there is no journal or study yet."""
     if not journal.is_file():
         return None

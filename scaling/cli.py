@@ -20,6 +20,7 @@ from nas.cli import run_guarded
 from nas.cli_utils import DATA_HELP, OneLineErrorParser, non_negative_int, positive_int, print_json
 from search_space import UserError, resolve_config
 from search_space.blocks import get_block
+from search_space.files import write_atomic
 
 from .compound import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, Coefficients, Scaled, expand, format_phi
 from .family import build_family, format_table, notes, parse_names, parse_phis, summary_dict, table_rows
@@ -274,11 +275,8 @@ def _write_yaml(path: Path, scaled: Scaled, source: Provenance | None = None) ->
         raise UserError(f"--out {path}: is a directory, expected a YAML file path")
     if not path.parent.exists():
         raise UserError(f"--out {path}: directory {path.parent} does not exist")
-    try:
-        head = "\n".join(source.comment_lines()) + "\n" if source is not None else ""
-        path.write_text(head + scaled.to_yaml())
-    except OSError as exc:
-        raise UserError(f"--out {path}: cannot write ({exc.strerror})") from None
+    head = "\n".join(source.comment_lines()) + "\n" if source is not None else ""
+    write_atomic(path, head + scaled.to_yaml())
 
 
 # -- argument types -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from search_space import ArchConfig, Cost, UserError, analytic_cost, resolve_config
+from search_space.files import write_atomic
 
 from .compound import Coefficients, Scaled, check_phi, expand, format_phi
 
@@ -177,15 +178,15 @@ def write_family(
     try:
         for member in members:
             path = target(member.file_name)
-            path.write_text(member.yaml_text(source))
+            write_atomic(path, member.yaml_text(source))
             written[member.name] = path
             card = target(member.card_name)
-            card.write_text(member_card(member, source))
+            write_atomic(card, member_card(member, source))
             written[f"{member.name}.md"] = card
         written["summary.md"] = target("summary.md")
-        written["summary.md"].write_text(summary_markdown(members, source))
+        write_atomic(written["summary.md"], summary_markdown(members, source))
         written["summary.json"] = target("summary.json")
-        written["summary.json"].write_text(json.dumps(summary_dict(members, source), indent=2) + "\n")
+        write_atomic(written["summary.json"], json.dumps(summary_dict(members, source), indent=2) + "\n")
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror})") from None
     if plot:

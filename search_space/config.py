@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .yaml_io import load_yaml, read_text_file
 
 STEM_KINDS = ("none", "conv3")  # none: the first patch embed reads the image (VAN)
 HEAD_KINDS = ("linear", "conv_bn_act")  # VAN: pool -> fc; CMT: 1x1 conv -> BN -> swish -> pool -> fc
@@ -147,33 +148,19 @@ class ArchConfig:
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "config") -> "ArchConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+        data = load_yaml(text, source)
         if data is None:
             raise ConfigError(f"{source}: empty config")
         return cls.from_dict(data, source=source)
 
     @classmethod
     def load(cls, path: str | Path) -> "ArchConfig":
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text file (binary content)") from None
-        return cls.from_yaml(text, source=str(path))
+        return cls.from_yaml(read_text_file(path, "model config"), source=str(path))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        from .files import write_atomic
+
+        write_atomic(path, self.to_yaml())
 
     def replace(self, **changes: Any) -> "ArchConfig":
         return dataclasses.replace(self, **changes)
@@ -289,11 +276,3 @@ def _check_types(cfg: ArchConfig, source: str) -> None:
     check(cfg.head, "head.")
     for i, stage in enumerate(cfg.stages):
         check(stage, f"stages[{i}].")
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return problem

@@ -10,3 +10,7 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """An architecture description or search space that is malformed or invalid."""
+
+
+class DiskFullError(UserError):
+    """No space left (or quota exceeded) while writing results: free space, then resume."""

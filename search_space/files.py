@@ -7,13 +7,15 @@ refused instead of followed (a rename would replace the link, but the caller ask
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import DiskFullError, UserError
 
 
 def _umask() -> int:
@@ -46,11 +48,23 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except OSError as exc:
         with _ignored():
             os.unlink(tmp)
-        raise UserError(f"cannot write {path} ({exc.strerror})") from None
+        kind = DiskFullError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else UserError
+        raise kind(f"cannot write {path} ({exc.strerror}{free_space_note(exc, path.parent)})") from None
     except BaseException:  # a signal mid-write: no temporary file left behind
         with _ignored():
             os.unlink(tmp)
         raise
+
+
+def free_space_note(exc: OSError, directory: str | Path) -> str:
+    """", N MiB free in DIR" for a full disk or quota (what a user needs to act on), else ""."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return ""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return ""
+    return f", {free / 2**20:.1f} MiB free in {directory}"
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int = 2) -> None:

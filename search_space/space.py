@@ -12,6 +12,7 @@ random sampling and Optuna sampling share one code path.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass, fields, replace
 from importlib import resources
@@ -24,6 +25,7 @@ from .blocks.registry import block_names, get_block
 from .config import ArchConfig, HeadConfig, StageConfig, StemConfig
 from .cost import Cost
 from .errors import ConfigError
+from .yaml_io import load_yaml_file
 
 DOWNSAMPLING = ("cmt", "van")  # stem and patch-embedding style, set for the whole network
 SET_BY_DOWNSAMPLING = ("embed_kernel", "embed_stride", "embed_norm", "out_norm")
@@ -56,6 +58,10 @@ class RandomChooser:
         return value
 
 
+MAX_RANGE_VALUES = 1024
+MAX_STAGE_COMBINATIONS = 100_000  # categorical mixes of one stage walked by validation
+
+
 @dataclass(frozen=True)
 class Knob:
     """A fixed value, a categorical choice or an integer range."""
@@ -76,6 +82,10 @@ class Knob:
                 raise ConfigError(f"{where}: range bounds must be integers")
             if step < 1 or low > high:
                 raise ConfigError(f"{where}: empty range low={low} high={high} step={step}")
+            count = (high - low) // step + 1
+            if count > MAX_RANGE_VALUES:  # every value is checked against the block types: keep it finite
+                raise ConfigError(f"{where}: range low={low} high={high} step={step} has {count} values; at most "
+                                  f"{MAX_RANGE_VALUES} (raise step or narrow it)")  # fmt: skip
             return cls(low=low, high=high, step=step)
         if isinstance(raw, list):
             if not raw:
@@ -146,19 +156,7 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> "SearchSpace":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such search space file") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text file (binary content)") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml_file(path, "search space file")
         if data is None:
             raise ConfigError(f"{path}: empty search space")
         return cls.from_dict(data, str(path))
@@ -247,6 +245,10 @@ class SearchSpace:
         for knobs in self.stages:
             fixed = {k: fn(v.values()) for k, v in knobs.items() if k in ordered}
             free = [k for k in knobs if k not in ordered]
+            count = math.prod(len(knobs[k].values()) for k in free)
+            if count > MAX_STAGE_COMBINATIONS:
+                raise ConfigError(f"{self.name}: a stage mixes {count} categorical choices (at most "
+                                  f"{MAX_STAGE_COMBINATIONS}); use fewer values per knob")  # fmt: skip
             combos = [dict(zip(free, vals)) for vals in itertools.product(*(knobs[k].values() for k in free))]
             per_stage.append([{**fixed, **c} for c in combos])
         return per_stage  # type: ignore[return-value]

@@ -327,6 +327,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def _load_digits(resolution: int, fraction: float, seed: int) -> DataBundle:
     pixels, labels = _digits_arrays()
+    _check_memory(len(labels), resolution, "digits")  # before upsampling every image
     images = torch.from_numpy(pixels).float().div_(16.0).view(-1, 1, 8, 8)  # N x 1 x 8 x 8 in [0, 1]
     full_train_idx, val_idx = stratified_split(labels, VAL_FRACTION, SPLIT_SEED)
     train_idx = full_train_idx[stratified_subset(labels[full_train_idx], fraction, seed)]

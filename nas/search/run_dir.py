@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -223,29 +224,48 @@ class RunDir:
             raise UserError(f"{self.run_json}: unreadable run.json ({problem})")
         if not isinstance(data, dict):
             raise UserError(f"{self.run_json}: unreadable run.json (not a JSON object)")
+        problem = run_json_shape_problem(data)
+        if problem:
+            raise UserError(f"{self.run_json}: unreadable run.json ({problem})")
         if strict and (data.get("format") != FORMAT or "settings" not in data):
             raise UserError(f"{self.run_json}: not a run.json of format {FORMAT}")
         return data
 
-    def check_new(self) -> None:
-        """A new search may use a missing or empty directory, never one holding anything."""
+    def check_new(self, *, locked: bool = False) -> None:
+        """A new search may use a missing or empty directory, never one holding anything (but the
+        lock file this search holds, when ``locked``)."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a directory")
-        if self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir()):
+        if self.path.is_symlink():
+            raise UserError(f"{self.path}: is a symbolic link; give a real directory")
+        own = {".lock"} if locked else set()
+        if self.path.is_dir() and any(p.name not in own for p in self.path.iterdir()):
             hint = "use --resume to continue it" if self.is_run() else "choose another --out"
             raise UserError(f"{self.path}: directory exists and is not empty ({hint}; results are never overwritten)")
+        parent = next((p for p in self.path.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise UserError(f"{self.path}: {parent} is not a directory")
 
     def check_resumable(self) -> dict[str, Any]:
-        if not self.path.is_dir():
+        if self.path.is_symlink() or not self.path.is_dir():
             raise UserError(f"{self.path}: no such run directory to resume")
+        self.check_no_links()
         return self.read_run_json()
+
+    def check_no_links(self) -> None:
+        """Refuse a run holding symbolic links: every write in it would follow one out of the directory."""
+        for root, dirs, files in os.walk(self.path, followlinks=False):
+            for name in (*dirs, *files):
+                path = Path(root) / name
+                if path.is_symlink():
+                    raise UserError(f"{path}: a symbolic link inside the run directory; refusing to write through it")
 
     def in_use(self) -> bool:
         """True while a search holds this directory's lock (never creates the lock file)."""
         if not self.lock_file.exists():
             return False
         try:
-            fd = os.open(self.lock_file, os.O_RDONLY)
+            fd = os.open(self.lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return False
         try:
@@ -286,7 +306,13 @@ class RunDir:
         never leaves a stale lock behind.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a planted link; never a FIFO or device
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            raise UserError(f"{self.lock_file}: cannot open the lock file ({exc.strerror}); a symbolic link?") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"{self.lock_file}: not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -315,6 +341,7 @@ class RunDir:
             "settings": settings,
             "counts": {k: 0 for k in COUNT_KEYS},
             "resumes": [],
+            "space_sha256": space_digest(space_text),  # a resume refuses an edited space.yaml
         }
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         self.tune_dir.mkdir(parents=True, exist_ok=True)
@@ -339,8 +366,14 @@ class RunDir:
         """One JSON line per epoch; epoch 1 starts the file afresh (a retried trial restarts)."""
         d = self.trial_dir(number)
         d.mkdir(parents=True, exist_ok=True)
-        mode = "w" if int(row.get("epoch", 0)) <= 1 else "a"
-        with open(d / "metrics.jsonl", mode) as fh:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+        if int(row.get("epoch", 0)) <= 1:
+            flags |= os.O_TRUNC
+        try:
+            fd = os.open(d / "metrics.jsonl", flags, 0o644)
+        except OSError as exc:
+            raise UserError(f"{d / 'metrics.jsonl'}: cannot write ({exc.strerror})") from None
+        with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(row) + "\n")
 
     def write_trial_result(self, number: int, result: dict[str, Any]) -> None:
@@ -353,6 +386,35 @@ class RunDir:
             return json.loads((self.trial_dir(number) / "result.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
+
+
+# run.json's top-level keys and the JSON types they must have where present (and not null)
+RUN_JSON_SHAPES: dict[str, tuple[type, ...]] = {
+    "format": (int,), "status": (str,), "settings": (dict,), "command": (list,), "versions": (dict,),
+    "counts": (dict,), "resources": (dict,), "pareto": (list,), "created": (str,), "updated": (str,),
+    "error": (str,), "resumes": (list,), "space_sha256": (str,),
+}  # fmt: skip
+
+
+def space_digest(space_text: str) -> str:
+    return hashlib.sha256(space_text.encode("utf-8")).hexdigest()
+
+
+def run_json_shape_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a parsed run.json (valid JSON of the wrong types), or None."""
+    from .settings import settings_shape_problem
+
+    for key, kinds in RUN_JSON_SHAPES.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return f"'{key}' is a {type(value).__name__}, expected {' or '.join(k.__name__ for k in kinds)}"
+    if not all(isinstance(a, str) for a in data.get("command") or ()):
+        return "'command' holds a non-string"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (data.get("counts") or {}).values()):
+        return "'counts' holds a non-integer"
+    if data.get("settings") is not None:
+        return settings_shape_problem(data["settings"])
+    return None
 
 
 def _read_pid(path: Path) -> int | None:
@@ -375,6 +437,8 @@ def repair_journal(path: Path) -> bool:
         return False
     if size == 0:
         return False
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link; refusing to repair through it")
     with open(path, "rb+") as fh:
         fh.seek(-1, os.SEEK_END)
         if fh.read(1) == b"\n":

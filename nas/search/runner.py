@@ -22,21 +22,26 @@ the same way.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from search_space import SearchSpace
-from search_space.errors import UserError
+from search_space.errors import DiskFullError, UserError
+from search_space.yaml_io import read_text_file
 
 from ..units import format_macs
-from .run_dir import STUDY_NAME, RunDir, default_run_dir, now_iso, repair_journal
+from .run_dir import STUDY_NAME, RunDir, default_run_dir, now_iso, repair_journal, space_digest
 from .settings import (
     SearchSettings,
     check_space_fits,
@@ -68,8 +73,14 @@ class Plan:
 
 
 def prepare(args: argparse.Namespace) -> Plan:
+    from .faults import hooks_from_env
+
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_DIR (the run directory to continue)")
+    hooks = hooks_from_env()  # a malformed testing hook is refused now, before anything starts
+    if hooks:
+        shown = ", ".join(f"{k}={v}" for k, v in hooks.items())
+        print(f"warning: testing hooks are set ({shown}): this search fails or pauses on purpose", file=sys.stderr)
     run_dir = RunDir(Path(args.out) if args.out is not None else default_run_dir())
     stored = None
     if run_dir.in_use():  # first: the most useful thing to say about a directory a search holds
@@ -78,14 +89,21 @@ def prepare(args: argparse.Namespace) -> Plan:
         stored = run_dir.check_resumable()
         settings = resumed_settings(stored["settings"], args)
         space = SearchSpace.load(run_dir.space_yaml)  # the run's own copy: one-line errors if damaged
-        space_text = run_dir.space_yaml.read_text()
+        space_text = read_text_file(run_dir.space_yaml, "search space file")
+        recorded = stored.get("space_sha256")
+        if recorded and recorded != space_digest(space_text):
+            raise UserError(f"{run_dir.space_yaml}: edited since the run started; a resumed search must search the "
+                            "same space (restore the file, or start a new run with --space)")  # fmt: skip
+        from results.run import load_study
+
+        load_study(run_dir.journal)  # read end to end now: a damaged journal is refused before any write
     else:
         settings = new_settings(args)
         space = load_space(settings.space)
         space_text = (
             resources.files("search_space").joinpath("spaces/default.yaml").read_text()
             if settings.space == "default"
-            else Path(settings.space).read_text()
+            else read_text_file(settings.space, "search space file")
         )
         run_dir.check_new()
     check_space_fits(settings, space)
@@ -141,7 +159,7 @@ def start_ray(address: str | None) -> None:
             host = address.rpartition(":")[0]
             extra = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
             ray.init(address=address, **extra, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise UserError(f"cannot start or reach {where} ({str(exc).splitlines()[0][:200]})") from None
 
@@ -287,9 +305,11 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
         from .latency_warmup import warm_up
 
         warm_up(plan.predictor, plan.space, lambda line: err_console.print(line, highlight=False))
-    start_ray(s.address)
     previous_term = signal.signal(signal.SIGTERM, _sigterm_to_sigint)
+    _terminated.clear()
     try:
+        with _signals_deferred():  # Ray's start is not interruptible safely (a Ctrl-C there crashed it)
+            start_ray(s.address)
         res = plan_resources(s.concurrency, s.threads)
         s = s.with_overrides(concurrency=res.concurrency)
         with plan.run_dir.locked():
@@ -298,14 +318,54 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
             except KeyboardInterrupt:
                 _mark(plan.run_dir, "interrupted")
                 raise
+            except (DiskFullError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    _mark(plan.run_dir, "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+                    raise
+                _mark(plan.run_dir, "interrupted", "disk full")  # best effort: the disk is full
+                raise _disk_full(plan.run_dir, str(exc)) from None
             except BaseException as exc:
                 _mark(plan.run_dir, "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
                 raise
+    except KeyboardInterrupt:
+        if _terminated:  # SIGTERM: the conventional 128 + 15
+            print("terminated", file=sys.stderr)
+            raise SystemExit(143) from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         import ray
 
         ray.shutdown()
+
+
+def _disk_full(rd: RunDir, detail: str) -> DiskFullError:
+    try:
+        free = f"{shutil.disk_usage(rd.path).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"{rd.path}: disk full ({free}; {detail}); free some space, then continue with "
+                         f"nas search --resume --out {rd.path}")  # fmt: skip
+
+
+_terminated: list[int] = []  # set when SIGTERM (not Ctrl-C) ended the search
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then act on the first one that came."""
+    received: list[int] = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    saved = signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+    if received:
+        if received[0] == signal.SIGTERM:
+            _terminated.append(signal.SIGTERM)
+        raise KeyboardInterrupt
 
 
 def _mark(rd: RunDir, status: str, error: str | None = None) -> None:
@@ -320,6 +380,7 @@ def _mark(rd: RunDir, status: str, error: str | None = None) -> None:
 
 def _sigterm_to_sigint(signum: int, frame: Any) -> None:
     # Tune ends gracefully on SIGINT (one last experiment checkpoint); treat SIGTERM the same.
+    _terminated.append(signum)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
 
@@ -340,7 +401,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         resumes = data.get("resumes", []) + [{"command": list(sys.argv), "at": now_iso()}]
         rd.update(status="running", settings=s.to_json(), resumes=resumes, resources=res.to_json())
     else:
-        rd.check_new()  # again, under the lock: another search may have started here meanwhile
+        rd.check_new(locked=True)  # again, under the lock: another search may have started here meanwhile
         segment = 0
         rd.create(s.to_json(), plan.space_text)
         rd.update(resources=res.to_json())
@@ -385,6 +446,8 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         )
         with progress:
             run_tune(searcher, s, res, rd, segment, remaining)
+        if searcher.disk_full:
+            raise DiskFullError(searcher.disk_full)
     else:
         err_console.print(f"nothing to train: the study already has {searcher.trained_count()} trained trial(s)",
                           highlight=False)  # fmt: skip
@@ -466,8 +529,39 @@ def run_tune(
             log_to_file=False,
         ),
     )
-    tuner.fit()
+    watch = _DiskFullLogFilter(searcher)
+    handlers = [h for name in ("", "ray") for h in logging.getLogger(name).handlers]
+    for handler in handlers:
+        handler.addFilter(watch)
+    try:
+        tuner.fit()
+    except Exception:
+        if searcher.disk_full:  # Tune's own state files came out empty: the disk, not a bug
+            raise DiskFullError(searcher.disk_full) from None
+        raise
+    finally:
+        for handler in handlers:
+            handler.removeFilter(watch)
     searcher.flush_pending()
+
+
+class _DiskFullLogFilter(logging.Filter):
+    """Tune logs a traceback each time it cannot save its experiment state (not what a run resumes
+    from: the journal is). On a full disk, note it on the searcher (no new trials start, the runner
+    ends with one line) instead of printing the same traceback again and again."""
+
+    def __init__(self, searcher: Any) -> None:
+        super().__init__()
+        self.searcher = searcher
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = f"{record.getMessage()} {exc or ''}"
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "No space left on device" in text or "errno 28" in text.lower():
+            self.searcher.disk_full = self.searcher.disk_full or "no space left for Ray Tune's state"
+            return False
+        return True
 
 
 def _trial_name(trial: Any) -> str:

@@ -30,10 +30,12 @@ so tight the sampler cannot find feasible architectures).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_space import ArchConfig, SearchSpace, analytic_cost
-from search_space.errors import UserError
+from search_space.errors import DiskFullError, UserError
 
 from ..units import format_count, format_macs
 from .faults import DriverFaults
@@ -70,7 +72,7 @@ def relative_violation(value: float, limit: float) -> float:
 def make_sampler(settings: SearchSettings, segment: int) -> optuna.samplers.BaseSampler:
     """The seeded sampler. A resumed run (segment k > 0) gets a different seed, else a random
     sampler would replay the very candidates the first segment already tried."""
-    seed = settings.seed + 7919 * segment
+    seed = (settings.seed + 7919 * segment) % 2**32  # numpy-backed samplers take seeds below 2**32
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.sampler == "nsga2":
@@ -156,6 +158,7 @@ class NasSearcher(OptunaSearch):
         self.outcomes: dict[int, tuple[TrialState, Any, dict[str, Any]]] = {}  # number -> state, values, attrs
         self.skips_in_a_row = 0
         self.exhausted = False
+        self.disk_full: str | None = None  # set when results could not be written: no new trials start
         self.faults = DriverFaults()  # testing hooks; inert unless HYBRID_NAS_FAULT asks
         self._index_study()
 
@@ -218,8 +221,26 @@ class NasSearcher(OptunaSearch):
         return {"candidate": cand}
 
     def suggest(self, trial_id: str) -> dict | None:
-        if self.exhausted:
+        if self.exhausted or self.disk_full:
             return Searcher.FINISHED
+        with self._stop_on_full_disk():
+            return self._suggest(trial_id)
+        return Searcher.FINISHED  # the disk filled up while sampling
+
+    @contextmanager
+    def _stop_on_full_disk(self) -> Iterator[None]:
+        """A full disk inside Tune's callbacks would only be logged, trial after trial: remember it,
+        start nothing new, and let the runner end the search with one line (`disk_full`)."""
+        try:
+            yield
+        except DiskFullError as exc:
+            self.disk_full = self.disk_full or str(exc)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.disk_full = self.disk_full or f"{exc.strerror} writing {exc.filename or 'the run directory'}"
+
+    def _suggest(self, trial_id: str) -> dict | None:
         for _ in range(MAX_CONSECUTIVE_SKIPS):
             ot_trial = self.study.ask()
             cand: Candidate = self._define(ot_trial)["candidate"]
@@ -297,6 +318,10 @@ class NasSearcher(OptunaSearch):
 
     # -- results of trained trials ----------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        with self._stop_on_full_disk():
+            self._on_trial_result(trial_id, result)
+
+    def _on_trial_result(self, trial_id: str, result: dict) -> None:
         live = self.live.get(trial_id)
         if live is not None:
             self._ingest(live, result)
@@ -327,6 +352,10 @@ class NasSearcher(OptunaSearch):
         self._emit("epoch", {"number": live.candidate.number, **row})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        with self._stop_on_full_disk():
+            self._on_trial_complete(trial_id, result, error)
+
+    def _on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         live = self.live.get(trial_id)
         if live is None:
             return
@@ -340,6 +369,10 @@ class NasSearcher(OptunaSearch):
 
     def on_trial_error_text(self, trial_id: str, text: str | None) -> None:
         """From the Tune callback: the trial raised (after its retries) or its worker died."""
+        with self._stop_on_full_disk():
+            self._on_trial_error_text(trial_id, text)
+
+    def _on_trial_error_text(self, trial_id: str, text: str | None) -> None:
         live = self.live.get(trial_id)
         if live is None or not live.pending_error:
             return
@@ -449,8 +482,9 @@ class NasSearcher(OptunaSearch):
         state = {"live_numbers": [lv.candidate.number for lv in self.live.values()], "time": time.time()}
         payload = json.dumps(state).encode()
         if not self.faults.during_checkpoint(checkpoint_path, payload):
-            with open(checkpoint_path, "wb") as fh:
-                fh.write(payload)
+            from search_space.files import write_atomic
+
+            write_atomic(checkpoint_path, payload)
 
     def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored (see runner)
         pass

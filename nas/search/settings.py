@@ -100,6 +100,39 @@ class SearchSettings:
         return replace(self, **changes)
 
 
+def settings_shape_problem(data: Any) -> str | None:
+    """What is wrong with the JSON types of stored settings (None when every known key fits its
+    field; a missing or null key is left to the reader)."""
+    import types
+    import typing
+
+    if not isinstance(data, Mapping):
+        return f"settings is a {type(data).__name__}, expected an object"
+    hints = typing.get_type_hints(SearchSettings)
+
+    def fits(value: Any, hint: Any) -> bool:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return any(fits(value, arg) for arg in typing.get_args(hint))
+        if hint is type(None):
+            return value is None
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if hint is str:
+            return isinstance(value, str)
+        if typing.get_origin(hint) is tuple:
+            return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+        return True
+
+    for f in fields(SearchSettings):
+        value = data.get(f.name)
+        if value is not None and not fits(value, hints[f.name]):
+            wanted = str(hints[f.name]).replace("<class '", "").replace("'>", "")
+            return f"settings.{f.name} is {type(value).__name__} {str(value)[:40]!r}, expected {wanted}"
+    return None
+
+
 @dataclass(frozen=True)
 class RunSettings(SearchSettings):
     """The settings of a run as a reader finds them in run.json: `SearchSettings` itself, loaded
@@ -255,17 +288,19 @@ def check_consistency(s: SearchSettings, given: Mapping[str, Any]) -> None:
         raise UserError(f"unknown device '{s.device}' (choose from {', '.join(DEVICES)})")
     if "device" in given and not s.uses_latency:
         raise UserError("--device is the latency device; it needs --latency-ms or a latency objective")
-    for name in ("trials", "epochs", "batch_size"):
+    for name in ("trials", "epochs"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+    if s.batch_size < 2:  # batch norm needs two samples: every trial would fail
+        raise UserError(f"--batch-size must be >= 2 (batch norm needs two samples), got {s.batch_size}")
     if s.concurrency is not None and s.concurrency < 1:
         raise UserError(f"--concurrency must be >= 1, got {s.concurrency}")
     if s.threads is not None and s.threads < 1:
         raise UserError(f"--threads must be >= 1, got {s.threads}")
     if s.max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {s.max_failures}")
-    if s.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {s.seed}")
+    if not 0 <= s.seed < 2**32:
+        raise UserError(f"--seed must be in [0, 2**32), got {s.seed}")
     if s.proxy_resolution < 32 or s.proxy_resolution % 32:
         raise UserError(f"--proxy-resolution {s.proxy_resolution} is not a positive multiple of 32")
 
