@@ -36,12 +36,13 @@ def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_YA
         raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise ConfigError(f"{path}: is a directory, expected a YAML file")
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{path}: not a regular file (a pipe, device or socket); give a YAML file")
+        raise ConfigError(f"{path}: not a regular file (a pipe, device or socket); give a YAML file")
+    with os.fdopen(fd, "rb") as fh:
         try:
             raw = fh.read(max_bytes + 1)
         except OSError as exc:
