@@ -155,7 +155,7 @@ class ArchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ArchConfig":
-        return cls.from_yaml(read_text_file(path, "model config"), source=str(path))
+        return cls.from_yaml(read_text_file(path, "file"), source=str(path))
 
     def save(self, path: str | Path) -> None:
         from .files import write_atomic

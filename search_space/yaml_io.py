@@ -105,12 +105,15 @@ def _check_expansion(root: Node) -> None:
 
 
 def load_yaml(text: str, source: str) -> Any:
+    loader = _BoundedLoader(text)  # a SafeLoader: plain data only, never Python objects
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+        return loader.get_single_data()
     except RecursionError:
         raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({problem(exc)})") from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml_file(path: str | Path, what: str = "file") -> Any:
