@@ -25,6 +25,7 @@ LATENCY_DETAIL_ATTRS = (
     ("latency_resolution", "resolution"),
     ("latency_p90_ms", "p90 (ms)"),
     ("latency_repeats", "repeats"),
+    ("latency_runtime", "runtime"),
 )
 
 
@@ -114,14 +115,20 @@ def model_card(
         if not any(key in attrs for key, _ in LATENCY_DETAIL_ATTRS):
             # `nas search` re-measures its front on its latency device at batch 1 with one thread
             # (nas/search/pareto.py) and records only the median
-            details.append(f"device {s.device}, batch size {SEARCH_LATENCY_BATCH}, {SEARCH_LATENCY_THREADS} thread, "
+            details.append(f"runtime torch (eager), device {s.device}, batch size {SEARCH_LATENCY_BATCH}, {SEARCH_LATENCY_THREADS} thread, "
                            f"{cfg.resolution} px (nas search's re-measurement of its front)")  # fmt: skip
         out.append("- " + ", ".join(details))
     else:
         out.append("- measured: not recorded (the search re-measures latency only for its final Pareto front "
                    "when latency is constrained or an objective)")  # fmt: skip
     if trial.latency_ms_predicted is not None:
-        out.append(f"- predicted by the per-block lookup table: {trial.latency_ms_predicted:.3f} ms on {s.device}")
+        if s.latency_table:
+            out.append(f"- predicted by the target's lookup table `{s.latency_table}` (built there with nas "
+                       f"latency-table build; runtime, device, threads and batch are recorded in it): "
+                       f"{trial.latency_ms_predicted:.3f} ms")  # fmt: skip
+        else:
+            out.append(f"- predicted by the per-block lookup table: {trial.latency_ms_predicted:.3f} ms on {s.device} "
+                       "(PyTorch eager, batch 1, one thread)")  # fmt: skip
     out.append("")
 
     f = trial.fidelity

@@ -53,6 +53,7 @@ class LatencyResult:
     channels_last: bool = False
     bf16: bool = False
     clock: str = "wall"
+    runtime: str = "torch"  # torch | torchscript | onnxruntime (train_proxy.runtimes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,11 +183,13 @@ def time_module(
     bf16: bool = False,
     progress: Callable[[int], None] | None = None,
     clock: str = "wall",
+    runtime: str = "torch",
 ) -> list[float]:
     """Per-call milliseconds of ``module(example)`` with the engine's timing method.
 
     ``example`` is moved to the device (and to channels_last when asked); the module is put in
-    eval mode on the device. bf16 autocast only applies on CUDA.
+    eval mode on the device. bf16 autocast only applies on CUDA. ``runtime`` other than torch
+    runs the module as TorchScript or in ONNX Runtime (`train_proxy.runtimes`).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     module = module.to(dev).eval()
@@ -194,6 +197,12 @@ def time_module(
     if channels_last and x.dim() == 4:
         module = module.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if runtime != "torch":
+        from .runtimes import prepare
+
+        with pinned_threads(threads), torch.inference_mode():
+            ready = prepare(runtime, module, x, dev, threads)
+            return time_callable(ready.run, dev=dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock)
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         if bf16 and dev.type == "cuda"
@@ -214,6 +223,7 @@ def summarise(
     channels_last: bool = False,
     bf16: bool = False,
     clock: str = "wall",
+    runtime: str = "torch",
 ) -> LatencyResult:
     return LatencyResult(
         median_ms=statistics.median(times),
@@ -230,6 +240,7 @@ def summarise(
         channels_last=channels_last,
         bf16=bf16 and dev.type == "cuda",
         clock=clock,
+        runtime=runtime,
     )
 
 
@@ -247,6 +258,7 @@ def measure_latency(
     in_channels: int | None = None,
     progress: Callable[[int], None] | None = None,
     clock: str = "wall",
+    runtime: str = "torch",
 ) -> LatencyResult:
     """Latency of one forward pass of a batch (inference: eval mode, no autograd).
 
@@ -259,6 +271,10 @@ def measure_latency(
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
+    if runtime != "torch":
+        from .runtimes import check_runtime
+
+        check_runtime(runtime, dev)
     cfg = cfg_or_model if isinstance(cfg_or_model, ArchConfig) else getattr(cfg_or_model, "cfg", None)
     if resolution is None:
         if not isinstance(cfg, ArchConfig):
@@ -283,6 +299,7 @@ def measure_latency(
             bf16=bf16,
             progress=progress,
             clock=clock,
+            runtime=runtime,
         )
     finally:
         model.train(was_training)  # a caller's module keeps its mode
@@ -296,4 +313,5 @@ def measure_latency(
         channels_last=channels_last,
         bf16=bf16,
         clock=clock,
+        runtime=runtime,
     )

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import statistics
@@ -67,6 +68,7 @@ from search_space.files import write_json_atomic
 from search_space.walk import network_parts as walk_parts
 
 from .latency import device_name, pinned_threads, resolve_device, time_callable, time_module
+from .runtimes import check_runtime, prepare, runtime_version
 
 CACHE_ENV = "HYBRID_NAS_CACHE"
 TABLE_FORMAT = 2  # 2: entries keyed by input layout, with their output layout
@@ -166,6 +168,66 @@ def _network_parts(cfg: ArchConfig, res: int) -> tuple[Part, ...]:
     return tuple(parts)  # the shared module (CMT's bias) is timed inside its blocks' entry
 
 
+def _entry_text(entry: dict[str, Any]) -> str:
+    """A table entry in words for error messages (bounded)."""
+    text = " ".join(f"{k}={v}" for k, v in entry.items())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _key_text(key: Any) -> str:
+    if not isinstance(key, dict):
+        return "unknown settings"
+    return (f"{key.get('runtime', 'torch')} on {key.get('device')} ({key.get('name')}), {key.get('threads')} thread(s), "
+            f"batch {key.get('batch_size')}, torch {key.get('torch')}")  # fmt: skip
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+MAX_TABLE_BYTES = 64 << 20
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    """A portable table file, checked: one-line errors for a missing, oversized or malformed file."""
+    import stat as _stat
+
+    if path.is_symlink() or (path.exists() and not _stat.S_ISREG(path.stat().st_mode)):
+        raise UserError(f"{path}: not a regular file")
+    try:
+        if path.stat().st_size > MAX_TABLE_BYTES:
+            raise UserError(f"{path}: larger than {MAX_TABLE_BYTES >> 20} MiB; not a latency table")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such latency table") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a latency table ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+        raise UserError(f"{path}: not a latency table of format {TABLE_FORMAT}")
+    key = data.get("key")
+    if not isinstance(key, dict) or key.get("device") not in ("cpu", "cuda") or not isinstance(key.get("name"), str):
+        raise UserError(f"{path}: malformed latency table (its 'key' must name the device)")
+    for field_name in ("threads", "batch_size"):
+        if not isinstance(key.get(field_name), int) or isinstance(key.get(field_name), bool) or key[field_name] < 1:
+            raise UserError(f"{path}: malformed latency table ('key.{field_name}' must be a positive integer)")
+    entries = data.get("entries")
+    if not isinstance(entries, dict) or not entries:
+        raise UserError(f"{path}: malformed latency table (no entries)")
+    for k, v in entries.items():
+        ok = isinstance(v, dict) and isinstance(v.get("ms"), (int, float)) and not isinstance(v.get("ms"), bool)
+        if not ok or not math.isfinite(v["ms"]) or v["ms"] < 0 or v.get("out") not in LAYOUTS:
+            raise UserError(f"{path}: malformed latency table (entry {k[:120]!r})")
+    overhead = data.get("overhead_ms")
+    if overhead is not None and (not isinstance(overhead, (int, float)) or not math.isfinite(overhead)):
+        raise UserError(f"{path}: malformed latency table ('overhead_ms')")
+    return data
+
+
 class _BlockProbe(nn.Module):
     """One block with its stage's shared module, callable like a plain layer."""
 
@@ -249,12 +311,18 @@ class LatencyPredictor:
         bf16: bool = False,
         clock: str = "wall",
         progress: bool = False,
+        runtime: str = "torch",
+        table_file: str | Path | None = None,
     ) -> None:
         if threads < 1:
             raise UserError(f"threads must be >= 1, got {threads}")
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
         self.dev = resolve_device(device)
+        if runtime != "torch":
+            check_runtime(runtime, self.dev)
+        self.runtime = runtime
+        self.frozen = False  # a table read with from_table: never measured here
         self.threads, self.batch_size = threads, batch_size
         self.warmup, self.repeats = warmup, repeats
         self.channels_last = channels_last
@@ -270,16 +338,70 @@ class LatencyPredictor:
             "bf16": self.bf16,
             "clock": clock,
         }
+        if runtime != "torch":  # (torch tables keep the keys, and cache files, they always had)
+            self.device_key.update(runtime=runtime, runtime_version=runtime_version(runtime))
         digest = hashlib.sha256(_key(self.device_key).encode()).hexdigest()[:12]
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        name = f"{self.dev.type}-{_slug(self.device_key['name'])}-t{threads}-b{batch_size}-{digest}.json"
-        self.path = self.cache_dir / name
+        if table_file is not None:  # a portable table: one named file, refused if made otherwise
+            self.path = Path(table_file)
+            self.cache_dir = self.path.parent
+            self._strict_file = True
+        else:
+            self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+            rt = "" if runtime == "torch" else f"{runtime}-"
+            name = f"{rt}{self.dev.type}-{_slug(self.device_key['name'])}-t{threads}-b{batch_size}-{digest}.json"
+            self.path = self.cache_dir / name
+            self._strict_file = False
         self.entries: dict[str, dict[str, Any]] = {}  # key -> {"ms": median, "out": output layout}
         self.overhead: float | None = None  # per-network constant (ms)
         self.measurements = 0
         self._plans: dict[tuple[ArchConfig, int], tuple[tuple[str, str, int], ...]] = {}
         self._bar: Any = None  # progress bar while ensure() measures
         self._load()
+
+    @classmethod
+    def for_table_file(cls, path: str | Path, *, device: str = "cpu", threads: int = 1, batch_size: int = 1,
+                       runtime: str = "torch", warmup: int = DEFAULT_TABLE_WARMUP,
+                       repeats: int = DEFAULT_TABLE_REPEATS, resolution: int | None = None) -> "LatencyPredictor":  # fmt: skip
+        """A portable table being built into ``path`` on this machine (continued if it exists)."""
+        predictor = cls(device, threads, batch_size, warmup=warmup, repeats=repeats, runtime=runtime,
+                        table_file=path)  # fmt: skip
+        predictor.resolution = resolution
+        return predictor
+
+    @classmethod
+    def from_table(cls, path: str | Path) -> "LatencyPredictor":
+        """A table built elsewhere (``nas latency-table build`` on the target): it predicts that
+        device's latency and is never measured into here; a missing entry is an error."""
+        data = _read_table(Path(path))
+        key = data["key"]
+        predictor = cls.__new__(cls)
+        predictor.dev = torch.device(key["device"])  # the target's, possibly absent here
+        predictor.runtime = key.get("runtime", "torch")
+        predictor.frozen, predictor._strict_file = True, True
+        predictor.threads, predictor.batch_size = int(key["threads"]), int(key["batch_size"])
+        timing = data.get("timing") or {}
+        predictor.warmup, predictor.repeats = timing.get("warmup"), timing.get("repeats")
+        predictor.channels_last, predictor.bf16 = bool(key.get("channels_last")), bool(key.get("bf16"))
+        predictor.progress, predictor.clock = False, str(key.get("clock", "wall"))
+        predictor.device_key = dict(key)
+        predictor.path, predictor.cache_dir = Path(path), Path(path).parent
+        predictor.entries = dict(data["entries"])
+        predictor.overhead = data.get("overhead_ms")
+        predictor.measurements = 0
+        predictor._plans, predictor._bar = {}, None
+        predictor.resolution = data.get("resolution")
+        return predictor
+
+    def describe(self) -> str:
+        k = self.device_key
+        return (f"{self.runtime} on {k['device']} ({k['name']}), {k['threads']} thread(s), batch {k['batch_size']}"
+                + (", channels_last" if k.get("channels_last") else "") + (", bf16" if k.get("bf16") else ""))  # fmt: skip
+
+    def table_info(self) -> dict[str, Any]:
+        k = self.device_key
+        return {"device": k["device"], "device_name": k["name"], "runtime": self.runtime, "threads": k["threads"],
+                "batch_size": k["batch_size"], "torch": k.get("torch"), "runtime_version": k.get("runtime_version"),
+                "warmup": self.warmup, "repeats": self.repeats, "statistic": "median"}  # fmt: skip
 
     @classmethod
     def for_device(
@@ -296,9 +418,17 @@ class LatencyPredictor:
     def _read_file(self) -> tuple[dict[str, dict[str, Any]], float | None]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}, None
         except (OSError, ValueError):
-            return {}, None  # missing or corrupt: (re)built from measurements, never fatal
+            if self._strict_file:
+                raise UserError(f"{self.path}: not a readable latency table; move it away or use another --out") from None
+            return {}, None  # a corrupt cache: rebuilt from measurements, never fatal
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or data.get("key") != self.device_key:
+            if self._strict_file:
+                theirs = data.get("key") if isinstance(data, dict) else None
+                raise UserError(f"{self.path}: a latency table measured with other settings ({_key_text(theirs)}); "
+                                f"this build is {_key_text(self.device_key)}: use another --out")  # fmt: skip
             return {}, None
         entries = {}
         for key, value in (data.get("entries") or {}).items():
@@ -314,6 +444,8 @@ class LatencyPredictor:
             self.overhead = overhead
 
     def _save(self) -> None:
+        if self.frozen:
+            return
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with _locked(self.path):
@@ -326,6 +458,9 @@ class LatencyPredictor:
                     "key": self.device_key,
                     "timing": {"warmup": self.warmup, "repeats": self.repeats, "statistic": "median"},
                     "overhead_ms": self.overhead,
+                    "resolution": getattr(self, "resolution", None),
+                    "versions": {"hybrid_nas": _version("hybrid-nas"), "torch": torch.__version__,
+                                 "runtime": runtime_version(self.runtime)},  # fmt: skip
                     "entries": dict(sorted(self.entries.items())),
                 }
                 write_json_atomic(self.path, payload, indent=1)
@@ -341,6 +476,9 @@ class LatencyPredictor:
             x = torch.randn(self.batch_size, *shape)
         if layout == "nhwc":
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.frozen:
+            raise UserError(f"{self.path}: no entry for {_entry_text(part.entry)} ({layout} input); the table does "
+                            "not cover this architecture")  # fmt: skip
         times = time_module(
             module,
             x,
@@ -351,10 +489,14 @@ class LatencyPredictor:
             channels_last=self.channels_last,
             bf16=self.bf16,
             clock=self.clock,
+            runtime=self.runtime,
         )
-        with pinned_threads(self.threads), torch.inference_mode():
-            out = module(x.to(self.dev))
-        record = {"ms": statistics.median(times), "out": layout_of(out)}
+        if self.runtime == "onnxruntime":  # fed and returning contiguous NumPy arrays: no strides to carry
+            out_layout = "nchw"
+        else:
+            with pinned_threads(self.threads), torch.inference_mode():
+                out_layout = layout_of(module(x.to(self.dev)))
+        record = {"ms": statistics.median(times), "out": out_layout}
         self.entries[part.key(layout)] = record
         self.measurements += 1
         return record
@@ -402,7 +544,13 @@ class LatencyPredictor:
                 h = stage.out_norm(h)
             calls.append((model.head, h))
             calls = [(m, t) for m, t in calls if not isinstance(m, nn.Identity)]  # not an entry
-            timed = [lambda: model(x)] + [lambda m=m, t=t: m(t) for m, t in calls]
+            if self.runtime == "torch":
+                timed = [lambda: model(x)] + [lambda m=m, t=t: m(t) for m, t in calls]
+            else:  # the whole network and each part in the runtime, as entries are timed
+                inputs = [t.contiguous() if self.runtime == "onnxruntime" else t for _, t in calls]
+                timed = [prepare(self.runtime, model, x, self.dev, self.threads).run] + [
+                    prepare(self.runtime, m, t, self.dev, self.threads).run for (m, _), t in zip(calls, inputs)
+                ]
             for fn in timed:  # warm every callable up
                 time_callable(fn, dev=self.dev, warmup=self.warmup, repeats=1, clock=clock)
             diffs = []
@@ -452,7 +600,7 @@ class LatencyPredictor:
     def ensure(self, cfg: ArchConfig, resolution: int | None = None) -> int:
         """Measure and cache whatever ``cfg`` needs; returns how many entries were measured."""
         todo = len(self.missing(cfg, resolution))
-        need_overhead = self.overhead is None
+        need_overhead = self.overhead is None and not self.frozen  # a foreign table without one: 0
         if not todo and not need_overhead:
             return 0
         before = self.measurements
@@ -489,6 +637,47 @@ class LatencyPredictor:
         A repeated part (a stage's blocks) is followed over its repeats, as `_walk` does.
         ``on_measure(n)`` is told the running count of measured entries. Returns that count.
         """
+        order, slots, shapes = self._positions(networks, resolution)
+        before = self.measurements
+
+        def measure(part: Part, layout: str) -> dict[str, Any]:
+            record = self.measure_entry(part, layout)
+            if on_measure is not None:
+                on_measure(self.measurements - before)
+            if (self.measurements - before) % 50 == 0:
+                self._save()  # an interrupted warm-up keeps what it measured
+            return record
+
+        try:
+            self._cover(order, slots, shapes, measure)
+            if self.overhead is None:
+                self.overhead = self._measure_overhead()
+        finally:
+            self._save()
+        return self.measurements - before
+
+    def _cover(self, order: list[str], slots: dict[str, dict[str, Part]], shapes: set[frozenset[str]],
+               missing: Callable[[Part, str], dict[str, Any] | None]) -> None:  # fmt: skip
+        """Walk every position with every input layout it can be handed (see `prefill`);
+        ``missing(part, layout)`` supplies an absent entry (measured) or None (noted, and the walk
+        assumes it keeps its input's layout)."""
+        optional = {name for name in order if any(name not in shape for shape in shapes)}
+        layouts_in = {"nhwc" if self.channels_last else "nchw"}
+        for name in order:
+            layouts_out: set[str] = set()
+            for part in slots[name].values():
+                for layout in sorted(layouts_in):
+                    remaining = part.count
+                    while remaining:  # the walk of one position, as in `_walk`
+                        record = self.entries.get(part.key(layout)) or missing(part, layout)
+                        out = record["out"] if record is not None else layout
+                        steady = out == layout
+                        remaining = 0 if steady else remaining - 1
+                        layout = out
+                        layouts_out.add(layout)
+            layouts_in = layouts_out | layouts_in if name in optional else layouts_out
+
+    def _positions(self, networks: Iterable[ArchConfig], resolution: int | None = None):  # type: ignore[no-untyped-def]
         order: list[str] = []
         slots: dict[str, dict[str, Part]] = {}
         shapes: set[frozenset[str]] = set()
@@ -502,37 +691,28 @@ class LatencyPredictor:
                 previous = order.index(part.name)
                 key = part.key("any")
                 known = slots[part.name].get(key)
-                if known is None or known.count < part.count:  # keep the most repeats of each entry
+                if known is None or known.count < part.count:
                     slots[part.name][key] = part
                 names.append(part.name)
             shapes.add(frozenset(names))
-        optional = {name for name in order if any(name not in shape for shape in shapes)}
-        before = self.measurements
-        layouts_in = {"nhwc" if self.channels_last else "nchw"}
-        try:
-            for name in order:
-                layouts_out: set[str] = set()
-                for part in slots[name].values():
-                    for layout in sorted(layouts_in):
-                        remaining = part.count
-                        while remaining:  # the walk of one position, as in `_walk`
-                            record = self.entries.get(part.key(layout))
-                            if record is None:
-                                record = self.measure_entry(part, layout)
-                                if on_measure is not None:
-                                    on_measure(self.measurements - before)
-                                if (self.measurements - before) % 50 == 0:
-                                    self._save()  # an interrupted warm-up keeps what it measured
-                            steady = record["out"] == layout
-                            remaining = 0 if steady else remaining - 1
-                            layout = record["out"]
-                            layouts_out.add(layout)
-                layouts_in = layouts_out | layouts_in if name in optional else layouts_out
-            if self.overhead is None:
-                self.overhead = self._measure_overhead()
-        finally:
-            self._save()
-        return self.measurements - before
+        return order, slots, shapes
+
+    def uncovered(self, networks: Iterable[ArchConfig], resolution: int | None = None) -> list[tuple[Part, str]]:
+        """Entries (part, input layout) that predictions of the networks' mixes would lack."""
+        gaps: list[tuple[Part, str]] = []
+        self._cover(*self._positions(networks, resolution), lambda part, layout: gaps.append((part, layout)))
+        return gaps
+
+    def require_cover(self, space: Any) -> None:
+        """Refuse, with one line naming the first missing entry, a table that cannot predict every
+        candidate of ``space`` at its deploy resolution."""
+        from nas.search.latency_warmup import covering_networks
+
+        gaps = self.uncovered(covering_networks(space))
+        if gaps:
+            part, layout = gaps[0]
+            raise UserError(f"{self.path}: does not cover space '{space.name}' at {space.resolution} px: no entry "
+                            f"for {_entry_text(part.entry)} ({layout} input){f' and {len(gaps) - 1} more' if len(gaps) > 1 else ''}")  # fmt: skip
 
     # -- predicting -------------------------------------------------------------------------
     @property

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. cmt_s) or path to a model config YAML")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--runtime", default="torch",
+                   help="torch (eager, default), torchscript (traced and frozen) or onnxruntime (the ONNX export "
+                        "in an InferenceSession with all graph optimisations)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default: 1)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op CPU threads (default: 1)")
     p.add_argument("--resolution", type=resolution_arg, help="input side (default: the config's own)")
@@ -44,15 +47,18 @@ def run(args: argparse.Namespace) -> int:
     from train_proxy.latency import measure_latency, resolve_device
     from train_proxy.latency_table import LatencyPredictor
 
+    from train_proxy.runtimes import check_runtime
+
     cfg = resolve_config(args.model)
     resolve_device(args.device)  # fail fast, before any work, if the device is missing
+    check_runtime(args.runtime, args.device)
     resolution = args.resolution or cfg.resolution
     out: dict = {"name": cfg.name}
 
     if args.predict:
         predictor = LatencyPredictor.for_device(
             args.device, args.threads, args.batch_size, args.cache_dir,
-            channels_last=args.channels_last, bf16=args.bf16, progress=sys.stderr.isatty(),
+            channels_last=args.channels_last, bf16=args.bf16, progress=sys.stderr.isatty(), runtime=args.runtime,
         )  # fmt: skip
         start = time.perf_counter()
         predicted = predictor.predict(cfg, resolution)
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         result = measure_latency(
             cfg, device=args.device, batch_size=args.batch_size, threads=args.threads, resolution=resolution,
             warmup=args.warmup, repeats=args.repeats, channels_last=args.channels_last, bf16=args.bf16,
-            progress=bar.update,
+            progress=bar.update, runtime=args.runtime,
         )  # fmt: skip
     out.update(
         latency_ms=result.median_ms,
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         resolution=result.resolution,
         channels_last=result.channels_last,
         bf16=result.bf16,
+        runtime=result.runtime,
         macs=analytic_cost(cfg, resolution).macs,
     )
     if args.predict:
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     print(f"{cfg.name} at {resolution}x{resolution}, batch {result.batch_size}, {result.threads} thread(s), "
-          f"{result.device} ({result.device_name}), {format_macs(out['macs'])} MACs")  # fmt: skip
+          f"{result.device} ({result.device_name}), {result.runtime}, {format_macs(out['macs'])} MACs")  # fmt: skip
     print(f"latency  median {result.median_ms:.2f} ms   p90 {result.p90_ms:.2f} ms   "
           f"min {result.min_ms:.2f} ms   ({result.repeats} runs after {result.warmup} warm-up)")  # fmt: skip
     if args.predict:

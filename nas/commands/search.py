@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--params", metavar="N", help="parameter limit: 30M, 2.5M, 3e7")
     g.add_argument("--latency-ms", metavar="MS", help="latency limit (batch 1, one thread), predicted per block")
     g.add_argument("--device", choices=S.DEVICES, help="latency device (default cpu)")
+    g.add_argument("--latency-table", metavar="TABLE.json",
+                   help="predict latency with a table built on the target device (nas latency-table build "
+                        "there); default: a table measured on this machine")  # fmt: skip
     o = p.add_argument_group("search")
     o.add_argument("--objectives", metavar="LIST",
                    help="acc | acc,macs | acc,latency | acc,macs,latency (default acc,macs)")  # fmt: skip

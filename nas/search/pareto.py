@@ -136,15 +136,18 @@ def table(members: list[FrontMember], settings: SearchSettings) -> Any:
     t.add_column("proxy acc", justify="right")
     t.add_column("MACs", justify="right")
     t.add_column("params", justify="right")
+    target = settings.uses_latency and settings.latency_table is not None
     if settings.uses_latency:
-        t.add_column("latency pred.", justify="right")
-        t.add_column(f"latency meas. ({settings.device})", justify="right")
+        t.add_column("latency pred. (target table)" if target else "latency pred.", justify="right")
+        if not target:  # a target table's device is elsewhere: nothing to measure here
+            t.add_column(f"latency meas. ({settings.device})", justify="right")
     t.add_column("blocks")
     for m in members:
         row = [str(m.number), f"{m.val_acc:.4f}", format_macs(m.macs), format_count(m.params)]
         if settings.uses_latency:
             row.append(f"{m.latency_predicted:.2f} ms" if m.latency_predicted is not None else "-")
-            row.append(f"{m.latency_measured:.2f} ms" if m.latency_measured is not None else "-")
+            if not target:
+                row.append(f"{m.latency_measured:.2f} ms" if m.latency_measured is not None else "-")
         row.append(",".join(f"{s.block}x{s.depth}" for s in m.cfg.stages))
         t.add_row(*row)
     return t

@@ -126,15 +126,19 @@ def make_predictor(settings: SearchSettings, space: SearchSpace) -> Any:
     from train_proxy.latency_table import LatencyPredictor
 
     # CPU time (not wall time) for the table: robust to other processes on a shared machine.
-    clock = "cpu" if settings.device == "cpu" else "wall"
-    predictor = LatencyPredictor.for_device(settings.device, threads=1, batch_size=1, clock=clock)
+    if settings.latency_table is not None:  # the target's table: it must cover every candidate
+        predictor = LatencyPredictor.from_table(settings.latency_table)
+        predictor.require_cover(space)
+    else:
+        clock = "cpu" if settings.device == "cpu" else "wall"
+        predictor = LatencyPredictor.for_device(settings.device, threads=1, batch_size=1, clock=clock)
     if settings.latency_ms is not None:
         smallest_cfg, smallest = space.smallest()
         ms = predictor.predict(smallest_cfg)
         if ms > settings.latency_ms:
             raise UserError(
                 f"no architecture of the space is likely to meet --latency-ms {settings.latency_ms:g}: its smallest "
-                f"({format_macs(smallest.macs)} MACs) is predicted at {ms:.2f} ms on {settings.device}"
+                f"({format_macs(smallest.macs)} MACs) is predicted at {ms:.2f} ms ({predictor.describe()})"
             )
     return predictor
 
@@ -301,7 +305,7 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     s = plan.settings
     started = time.monotonic()
     err_console.print(f"run directory: {plan.run_dir.path}", highlight=False)
-    if plan.predictor is not None:  # every block a candidate can have is timed before any trial runs
+    if plan.predictor is not None and not plan.predictor.frozen:  # every block is timed before any trial runs
         from .latency_warmup import warm_up
 
         warm_up(plan.predictor, plan.space, lambda line: err_console.print(line, highlight=False))
@@ -457,7 +461,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     status = "interrupted" if interrupted_now else "finished"
 
     members = pareto.front(searcher.study, s, rd)
-    if s.uses_latency and members and not interrupted_now:
+    if s.uses_latency and members and not interrupted_now and s.latency_table is None:  # no target here to time
         err_console.print(f"measuring the latency of {len(members)} Pareto architecture(s) on {s.device}", highlight=False)
         pareto.measure_front(members, s)
     pareto.export(rd, members, searcher.study)

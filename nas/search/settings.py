@@ -63,6 +63,7 @@ class SearchSettings:
     address: str | None = None
     max_failures: int = DEFAULT_MAX_FAILURES  # Ray retries of a trial that raised or lost its worker
     threads: int | None = None  # CPU threads per trial; None: CPUs of the cluster / concurrency
+    latency_table: str | None = None  # a table built on the target (nas latency-table build); None: measured here
 
     # -- derived ------------------------------------------------------------------------
     @property
@@ -227,6 +228,8 @@ def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         given["proxy_width"] = parse_width(args.proxy_width)
     if args.space is not None:
         given["space"] = str(Path(args.space).resolve())  # recorded absolute: a resume may run elsewhere
+    if getattr(args, "latency_table", None) is not None:
+        given["latency_table"] = str(Path(args.latency_table).resolve())
     for name in ("device", "sampler", "trials", "epochs", "proxy_resolution", "concurrency", "seed", "data",
                  "batch_size", "max_failures", "threads"):  # fmt: skip
         value = getattr(args, name)
@@ -288,6 +291,10 @@ def check_consistency(s: SearchSettings, given: Mapping[str, Any]) -> None:
         raise UserError(f"unknown device '{s.device}' (choose from {', '.join(DEVICES)})")
     if "device" in given and not s.uses_latency:
         raise UserError("--device is the latency device; it needs --latency-ms or a latency objective")
+    if s.latency_table is not None and not s.uses_latency:
+        raise UserError("--latency-table predicts latency; it needs --latency-ms or a latency objective")
+    if s.latency_table is not None and "device" in given:
+        raise UserError("--latency-table names its own (target) device; drop --device")
     for name in ("trials", "epochs"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
