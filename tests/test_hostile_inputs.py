@@ -249,16 +249,18 @@ def _our_ray_processes(session_marker: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [1.0, 2.5, 4.0])
-def test_ctrl_c_while_ray_starts_ends_cleanly(tmp_path, delay):
+@pytest.mark.parametrize("delay, sig", [(1.0, signal.SIGINT), (2.5, signal.SIGINT), (4.0, signal.SIGINT),
+                                        (2.5, signal.SIGTERM)], ids=["int-1s", "int-2.5s", "int-4s", "term-2.5s"])  # fmt: skip
+def test_ctrl_c_while_ray_starts_ends_cleanly(tmp_path, delay, sig):
     out = tmp_path / "run"
     marker = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Ray's temp dir (short: socket paths): its processes name it
     proc = subprocess.Popen([*NAS, "search", *QUICK, "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env(RAY_TMPDIR=marker))  # fmt: skip
     time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode in (130, 0), f"exit {proc.returncode}: {err[-2000:]}"  # 0: it finished first
+    expected = 128 + int(sig)  # 130 for Ctrl-C, 143 for SIGTERM
+    assert proc.returncode in (expected, 0), f"exit {proc.returncode}: {err[-2000:]}"  # 0: it finished first
     assert "Traceback" not in err and "Segmentation" not in err
     deadline = time.monotonic() + 10
     while _our_ray_processes(marker) and time.monotonic() < deadline:

@@ -312,8 +312,14 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     previous_term = signal.signal(signal.SIGTERM, _sigterm_to_sigint)
     _terminated.clear()
     try:
-        with _signals_deferred():  # Ray's start is not interruptible safely (a Ctrl-C there crashed it)
-            start_ray(s.address)
+        try:
+            with _signals_deferred():  # Ray's start is not interruptible safely (a Ctrl-C there crashed it)
+                start_ray(s.address)
+        except SystemExit as exc:  # ray.init installs its own SIGTERM handler, which exits with 15
+            if exc.code != signal.SIGTERM:
+                raise
+            _terminated.append(signal.SIGTERM)
+            raise KeyboardInterrupt from None
         res = plan_resources(s.concurrency, s.threads)
         s = s.with_overrides(concurrency=res.concurrency)
         with plan.run_dir.locked():
