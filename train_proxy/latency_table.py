@@ -52,7 +52,7 @@ import statistics
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -166,6 +166,18 @@ def _network_parts(cfg: ArchConfig, res: int) -> tuple[Part, ...]:
                      "classes": cfg.num_classes, "size": p.in_size}  # fmt: skip
             parts.append(Part("head", entry, 1))
     return tuple(parts)  # the shared module (CMT's bias) is timed inside its blocks' entry
+
+
+def _read_correction(raw: Any, path: Path) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for k, v in raw.items()
+    )
+    if not ok:
+        raise UserError(f"{path}: malformed latency table ('correction' must map groups to factors)")
+    return {k: float(v) for k, v in raw.items()}
 
 
 def _entry_text(entry: dict[str, Any]) -> str:
@@ -356,6 +368,8 @@ class LatencyPredictor:
         self.measurements = 0
         self._plans: dict[tuple[ArchConfig, int], tuple[tuple[str, str, int], ...]] = {}
         self._bar: Any = None  # progress bar while ensure() measures
+        self.calibration: list[dict[str, Any]] = []  # whole networks measured: features and latency
+        self.correction: dict[str, float] | None = None  # group -> coefficient (see `calibrate`)
         self._load()
 
     @classmethod
@@ -390,6 +404,8 @@ class LatencyPredictor:
         predictor.measurements = 0
         predictor._plans, predictor._bar = {}, None
         predictor.resolution = data.get("resolution")
+        predictor.calibration = list(data.get("calibration") or [])
+        predictor.correction = _read_correction(data.get("correction"), path)
         return predictor
 
     def describe(self) -> str:
@@ -442,6 +458,13 @@ class LatencyPredictor:
         self.entries.update(entries)
         if overhead is not None:
             self.overhead = overhead
+        if entries:
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            self.calibration = list(data.get("calibration") or [])
+            self.correction = _read_correction(data.get("correction"), self.path)
 
     def _save(self) -> None:
         if self.frozen:
@@ -461,6 +484,8 @@ class LatencyPredictor:
                     "resolution": getattr(self, "resolution", None),
                     "versions": {"hybrid_nas": _version("hybrid-nas"), "torch": torch.__version__,
                                  "runtime": runtime_version(self.runtime)},  # fmt: skip
+                    "calibration": self.calibration,
+                    "correction": self.correction,
                     "entries": dict(sorted(self.entries.items())),
                 }
                 write_json_atomic(self.path, payload, indent=1)
@@ -736,11 +761,69 @@ class LatencyPredictor:
         return [*rows.items(), ("overhead", self.overhead_ms)]
 
     def predict(self, cfg: ArchConfig, resolution: int | None = None) -> float:
-        """Predicted milliseconds per forward pass of one batch at ``resolution`` (default: cfg's)."""
+        """Predicted milliseconds per forward pass of one batch at ``resolution`` (default: cfg's):
+        the sum of the parts, corrected by the table's calibration when it has one."""
         if not isinstance(cfg, ArchConfig):
             raise TypeError(f"predict() takes an ArchConfig, got {type(cfg).__name__}")
+        if self.correction:
+            features = self.features(cfg, resolution)
+            return sum(self.correction.get(group, 1.0) * ms for group, ms in features.items())
+        return self.predict_raw(cfg, resolution)
+
+    def predict_raw(self, cfg: ArchConfig, resolution: int | None = None) -> float:
+        """The plain sum of the parts' table entries, plus the per-network overhead."""
         plan = self._plan(cfg, resolution)
         return sum(self.entries[key]["ms"] * count for _, key, count in plan) + self.overhead_ms
+
+    def features(self, cfg: ArchConfig, resolution: int | None = None) -> dict[str, float]:
+        """The raw prediction split by what it is spent on: each block family's blocks, and the
+        rest (stem, patch embeddings, norms, head, per-network overhead). Sums to `predict_raw`."""
+        groups = {f"block:{name}": 0.0 for name in sorted({st.block for st in cfg.stages})}
+        groups["other"] = self.overhead_ms
+        for name, key, count in self._plan(cfg, resolution):
+            ms = self.entries[key]["ms"] * count
+            if name.endswith(".block"):
+                groups[f"block:{cfg.stages[int(name[len('stage'):].split('.')[0]) - 1].block}"] += ms
+            else:
+                groups["other"] += ms
+        return groups
+
+    def calibrate(self, networks: Sequence[ArchConfig], warmup: int = 3, repeats: int = 10,
+                  on_network: Callable[[int], None] | None = None) -> dict[str, float]:  # fmt: skip
+        """Measure whole ``networks`` in this table's runtime and fit the correction.
+
+        A sum of parts timed alone misses what happens between them (operator fusion across a
+        block's edges, caches warmed by the previous part or evicted by the next), and the bias
+        differs by block family. scikit-learn's non-negative linear regression (no intercept) of
+        measured latency on the raw prediction split by family (`features`) gives one factor per
+        family; the points and the factors are stored in the table, so a table built on a target
+        carries its own correction.
+        """
+        from sklearn.linear_model import LinearRegression
+
+        from .latency import measure_latency
+
+        if self.frozen:
+            raise UserError(f"{self.path}: a table built elsewhere cannot be calibrated here")
+        points = []
+        for i, cfg in enumerate(networks):
+            features = self.features(cfg)
+            result = measure_latency(cfg, device=str(self.dev), batch_size=self.batch_size, threads=self.threads,
+                                     warmup=warmup, repeats=repeats, channels_last=self.channels_last, bf16=self.bf16,
+                                     clock=self.clock, runtime=self.runtime)  # fmt: skip
+            points.append({"network": cfg.name, "features": features, "measured_ms": result.median_ms})
+            if on_network is not None:
+                on_network(i + 1)
+        groups = sorted({g for p in points for g in p["features"]})
+        x = [[p["features"].get(g, 0.0) for g in groups] for p in points]
+        y = [p["measured_ms"] for p in points]
+        model = LinearRegression(positive=True, fit_intercept=False).fit(x, y)
+        # a family absent from every calibration network keeps the plain sum (factor 1)
+        seen = {g for p in points for g, ms in p["features"].items() if ms > 0}
+        self.correction = {g: float(c) if g in seen and c > 0 else 1.0 for g, c in zip(groups, model.coef_)}
+        self.calibration = points
+        self._save()
+        return self.correction
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -7,6 +7,8 @@ import sys
 
 from ..cli_utils import non_negative_int, positive_int, print_json
 
+CALIBRATION_SEED = 10_000  # random architectures of the space, apart from those a benchmark evaluates
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)")
     b.add_argument("--warmup", type=non_negative_int, default=5, help="untimed runs per entry (default 5)")
     b.add_argument("--repeats", type=positive_int, default=20, help="timed runs per entry, median kept (default 20)")
+    b.add_argument("--calibrate", type=non_negative_int, default=12, metavar="N",
+                   help="whole networks (random ones of the space) measured to fit the table's correction of "
+                        "the sum of parts, per block family (default 12; 0: none)")  # fmt: skip
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=run_build)
     c = verbs.add_parser("check", help="does a table cover a search space? (exit 2 naming what is missing)")
@@ -73,8 +78,12 @@ def run_build(args: argparse.Namespace) -> int:
 
         measured = predictor.prefill(networks, on_measure=tick)
     predictor.require_cover(space)
+    if args.calibrate and not predictor.calibration:  # a continued build keeps its calibration
+        sample = [space.sample(CALIBRATION_SEED + i) for i in range(args.calibrate)]
+        with tqdm(total=len(sample), desc="calibration networks", unit="net", file=sys.stderr, disable=None) as bar:
+            predictor.calibrate(sample, on_network=lambda n: bar.update(n - bar.n))
     summary = {"table": str(out), "entries": len(predictor), "measured_now": measured, "space": space.name,
-               "resolution": space.resolution, **predictor.table_info()}  # fmt: skip
+               "resolution": space.resolution, "correction": predictor.correction, **predictor.table_info()}  # fmt: skip
     if args.json:
         print_json(summary)
     else:
