@@ -145,3 +145,39 @@ def test_a_table_that_does_not_fit_is_refused_before_anything(tiny_table, tmp_pa
     errors = [ln for ln in done.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], done.stderr
     assert not run.exists()
+
+
+def test_calibration_is_the_non_negative_least_squares_fit_of_its_points(tiny_table, tmp_path):
+    """`--calibrate N` measures N whole networks and stores them with one factor per block family:
+    the non-negative least-squares solution (checked with scipy's NNLS, an independent solver),
+    which then scales each family's share of a prediction."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    from search_space import SearchSpace
+    from train_proxy.latency_table import LatencyPredictor
+
+    space, table = tiny_table
+    calibrated = tmp_path / "calibrated.json"
+    uncalibrated = json.loads(table.read_text())
+    uncalibrated.update(calibration=[], correction=None)  # the fixture's build calibrated with the default 12
+    calibrated.write_text(json.dumps(uncalibrated))
+    done = nas("latency-table", "build", "--runtime", "onnxruntime", "--space", space, "--out", calibrated,
+               "--repeats", "3", "--warmup", "1", "--calibrate", "6", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(calibrated.read_text())
+    points, correction = data["calibration"], data["correction"]
+    assert len(points) == 6 and all(p["measured_ms"] > 0 for p in points)
+    groups = sorted(correction)
+    a = np.array([[p["features"].get(g, 0.0) for g in groups] for p in points])
+    b = np.array([p["measured_ms"] for p in points])
+    want, _ = nnls(a, b)
+    for g, w in zip(groups, want):
+        if a[:, groups.index(g)].any() and w > 0:
+            assert correction[g] == pytest.approx(w, rel=1e-6, abs=1e-9)
+
+    predictor = LatencyPredictor.from_table(calibrated)
+    cfg = SearchSpace.load(space).sample(3)
+    features = predictor.features(cfg)
+    assert sum(features.values()) == pytest.approx(predictor.predict_raw(cfg))
+    assert predictor.predict(cfg) == pytest.approx(sum(correction.get(g, 1.0) * ms for g, ms in features.items()))
