@@ -17,20 +17,20 @@ from search_space.errors import UserError
 from .run_dir import COUNT_KEYS, STUDY_NAME, RunDir, count_frozen
 
 
-def study_trials(storage: Any) -> list[Any]:
+def study_trials(storage: Any, study_name: str = STUDY_NAME) -> list[Any]:
     """The FrozenTrials of the run's study in ``storage`` ([] before the study exists)."""
     from optuna.exceptions import OptunaError
 
     try:
-        study_id = storage.get_study_id_from_name(STUDY_NAME)
+        study_id = storage.get_study_id_from_name(study_name)
     except (KeyError, OptunaError):
         return []
     return storage.get_all_trials(study_id, deepcopy=False)
 
 
-def count_study(storage: Any) -> dict[str, int]:
+def count_study(storage: Any, study_name: str = STUDY_NAME) -> dict[str, int]:
     """`run_dir.count_trials` of the study in ``storage`` (what the search writes to run.json)."""
-    return count_frozen(study_trials(storage))
+    return count_frozen(study_trials(storage, study_name))
 
 
 def best_row(t: TrialRecord) -> dict[str, Any]:
