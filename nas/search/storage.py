@@ -112,7 +112,7 @@ def parse_url(text: str, what: str = "--storage") -> StorageURL:
     else:
         raise UserError(f"unknown storage scheme '{scheme}' in {what} (supported: {SUPPORTED})")
     full = url.render_as_string(hide_password=False)
-    shown = url.set(password=None).render_as_string(hide_password=False)
+    shown = url._replace(password=None).render_as_string(hide_password=False)  # URL.set() skips None
     if full != shown:
         _known_urls[shown] = full
     return StorageURL(full=full, shown=shown, dialect=dialect, path=path)
@@ -216,7 +216,7 @@ class RunStorage:
             raise UserError(f"{self.run_dir.path}: the run's SQLite storage {self.url.path} is missing")
         if not {"studies", "alembic_version"} <= self._tables():
             return None
-        return self._rdb(create_tables=False)
+        return self._rdb(create_tables=False, read_only=True)
 
     def load_study(self) -> Any | None:
         """The run's study for a reader, or None when there is none yet (one-line errors)."""
@@ -233,86 +233,21 @@ class RunStorage:
         except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             if self.url is None:
                 raise UserError(f"{self.journal}: corrupt Optuna journal ({str(exc).splitlines()[0][:120]})") from None
-            raise self._error(exc) from None
+            raise database_error(self.url, exc) from None
         except OSError as exc:
             raise UserError(f"{self.journal}: cannot read ({exc.strerror})") from None
         except Exception as exc:  # noqa: BLE001 - database errors of any driver: one line
             if self.url is None:
                 raise
-            raise self._error(exc) from None
+            raise database_error(self.url, exc) from None
 
-    def _engine_kwargs(self) -> dict[str, Any]:
+    def _rdb(self, *, create_tables: bool, read_only: bool = False) -> Any:
         assert self.url is not None
-        if self.url.dialect == "sqlite":
-            return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hybrid-nas"},
-                "pool_pre_ping": True}  # fmt: skip
-
-    def _rdb(self, *, create_tables: bool) -> Any:
-        import warnings
-
-        import optuna
-        from optuna.storages import RDBStorage
-
-        assert self.url is not None
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = self.url.full
-        if not create_tables and self.url.dialect == "sqlite":  # read-only: never creates or changes the file
-            url = f"sqlite:///file:{self.url.path}?mode=ro&uri=true"
-        try:
-            return RDBStorage(url, engine_kwargs=self._engine_kwargs(), skip_table_creation=not create_tables,
-                              heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - connection, authentication, schema: one line
-            raise self._error(exc) from None
+        return open_database(self.url, create_tables=create_tables, read_only=read_only)
 
     def _tables(self) -> set[str]:
-        """The tables of the database (connecting is the check: server, password, database)."""
-        import sqlalchemy
-
         assert self.url is not None
-        if self.url.dialect == "sqlite":
-            if not self.url.path.is_file():  # type: ignore[union-attr]
-                return set()
-            url = f"sqlite:///file:{self.url.path}?mode=ro&uri=true"
-        else:
-            url = self.url.full
-        try:
-            engine = sqlalchemy.create_engine(url, **self._engine_kwargs())
-        except ImportError:
-            raise UserError(f"{self.url.shown}: the database driver is not installed (pip install 'psycopg[binary]')") from None
-        try:
-            with engine.connect() as conn:
-                return set(sqlalchemy.inspect(conn).get_table_names())
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc) from None
-        finally:
-            engine.dispose()
-
-    def _error(self, exc: BaseException) -> UserError:
-        """A database error as one line: the driver's own words, never the password."""
-        assert self.url is not None
-        orig = getattr(exc, "orig", None) or exc
-        lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
-        detail = lines[0] if lines else type(orig).__name__
-        detail = re.sub(r"^connection failed: ", "", detail)
-        detail = re.sub(r"^\(\S+\) ", "", detail)
-        if self.url.has_password:
-            password = self.url.full.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
-            if password:
-                detail = detail.replace(password, "***")
-        detail = redact(detail)[:300]
-        low = detail.lower()
-        hint = ""
-        if "password authentication failed" in low or "no password supplied" in low:
-            hint = f" ({PASSWORD_HINT})"
-        elif "does not exist" in low and "database" in low:
-            hint = " (create it first, e.g. createdb)"
-        elif "connection refused" in low or "could not connect" in low or "timeout expired" in low:
-            hint = " (is the server running and reachable?)"
-        elif "file is not a database" in low:
-            hint = " (not an SQLite file)"
-        return UserError(f"cannot use the storage {self.url.shown}: {detail}{hint}")
+        return database_tables(self.url)
 
     # -- checks before a search (no writes) ---------------------------------------------
     def check_new(self) -> None:
@@ -333,7 +268,7 @@ class RunStorage:
         if "studies" not in tables:
             raise UserError(f"cannot use the storage {self.url.shown}: it holds tables that are not Optuna's "
                             f"({', '.join(sorted(tables)[:5])}); give an empty database or one of Optuna's")  # fmt: skip
-        storage = self._rdb(create_tables=False)
+        storage = self._rdb(create_tables=False, read_only=True)
         try:
             storage.get_study_id_from_name(self.study_name)
         except KeyError:
@@ -353,6 +288,10 @@ class RunStorage:
                 raise UserError(f"study '{self.study_name}' is not in {self.url.shown}, though the run recorded "
                                 f"{total} trial(s): is that the run's database?")  # fmt: skip
             return
+        import optuna
+
+        # writable (no tables created): a trial killed before its first heartbeat is given one
+        study = optuna.load_study(study_name=self.study_name, storage=self._rdb(create_tables=False))
         alive = wait_for_lapsed_heartbeats(study, say)
         if alive:
             raise UserError(
@@ -360,6 +299,87 @@ class RunStorage:
                 f"{', '.join(map(str, alive))} keep a live heartbeat (a search killed less than {GRACE_PERIOD_S} s ago "
                 "would have stopped); stop that search first"
             )
+
+
+# -- databases -------------------------------------------------------------------------------------
+
+
+def _engine_kwargs(url: StorageURL) -> dict[str, Any]:
+    if url.dialect == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "hybrid-nas"},
+            "pool_pre_ping": True}  # fmt: skip
+
+
+def _read_only(url: StorageURL) -> str:
+    """An SQLite URL that never creates or changes the file."""
+    return f"sqlite:///file:{url.path}?mode=ro&uri=true"
+
+
+def open_database(url: StorageURL, *, create_tables: bool, read_only: bool = False) -> Any:
+    """Optuna's RDBStorage with heartbeats. ``create_tables=False``: no table is created (readers,
+    checks, the dashboard); ``read_only``: an SQLite file is opened read-only (readers)."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # trials are asked and told by the searcher, not Study.optimize; their heartbeats are ours (`Heartbeats`)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    target = _read_only(url) if read_only and url.dialect == "sqlite" else url.full
+    try:
+        return RDBStorage(target, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create_tables,
+                          heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)  # fmt: skip
+    except ImportError:
+        raise UserError(f"{url.shown}: the database driver is not installed (pip install 'psycopg[binary]')") from None
+    except Exception as exc:  # noqa: BLE001 - connection, authentication, schema: one line
+        raise database_error(url, exc) from None
+
+
+def database_tables(url: StorageURL) -> set[str]:
+    """The tables of the database (connecting is the check: server, password, database); an SQLite
+    file that does not exist has none (and is not created)."""
+    import sqlalchemy
+
+    if url.dialect == "sqlite" and not url.path.is_file():  # type: ignore[union-attr]
+        return set()
+    try:
+        engine = sqlalchemy.create_engine(_read_only(url) if url.dialect == "sqlite" else url.full, **_engine_kwargs(url))
+    except ImportError:
+        raise UserError(f"{url.shown}: the database driver is not installed (pip install 'psycopg[binary]')") from None
+    try:
+        with engine.connect() as conn:
+            return set(sqlalchemy.inspect(conn).get_table_names())
+    except Exception as exc:  # noqa: BLE001
+        raise database_error(url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def database_error(url: StorageURL, exc: BaseException) -> UserError:
+    """A database error as one line: the driver's own words, never the password."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    detail = lines[0] if lines else type(orig).__name__
+    detail = re.sub(r"^connection failed: ", "", detail)
+    detail = re.sub(r"^\(\S+\) ", "", detail)
+    password = url.full.split("://", 1)[1].split("@", 1)[0].partition(":")[2] if url.has_password else ""
+    if password:
+        detail = detail.replace(password, "***")
+    detail = redact(detail)[:300]
+    low = detail.lower()
+    hint = ""
+    if "password authentication failed" in low or "no password supplied" in low:
+        hint = f" ({PASSWORD_HINT})"
+    elif "does not exist" in low and "database" in low:
+        hint = " (create it first, e.g. createdb)"
+    elif "connection refused" in low or "could not connect" in low or "timeout expired" in low:
+        hint = " (is the server running and reachable?)"
+    elif "file is not a database" in low:
+        hint = " (not an SQLite file)"
+    return UserError(f"cannot use the storage {url.shown}: {detail}{hint}")
 
 
 # -- heartbeats --------------------------------------------------------------------------------
