@@ -269,8 +269,11 @@ def is_run_dir(path: str | Path) -> bool:
     return rd.path.is_dir() and (rd.run_json.is_file() or rd.journal.is_file())
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a run directory. A missing path or a directory that is not a run is a `UserError`."""
+def load_run(path: str | Path, storage: Any = None) -> Run:
+    """Load a run directory. A missing path or a directory that is not a run is a `UserError`.
+
+    ``storage``: the run's `nas.search.storage.RunStorage` when the caller holds it already (the
+    search, whose database URL may carry a password); by default the one run.json names."""
     path = Path(path)
     rd = RunDir(path)
     if not path.exists():
@@ -281,7 +284,7 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{path}: not a run directory (no run.json or study.journal; made by nas search)")
     meta = rd.read_run_json(strict=False) if rd.run_json.is_file() else {}
     settings = RunSettings.from_run_json(meta.get("settings"))
-    study = rd.storage(meta=meta).load_study()  # the journal, or the database run.json names
+    study = (storage or rd.storage(meta=meta)).load_study()  # the journal, or the database run.json names
     directions: tuple[str, ...]
     if study is not None:
         directions = tuple(d.name.lower() for d in study.directions)

@@ -113,6 +113,10 @@ class PgCluster:
 
 def start_cluster() -> PgCluster:
     """initdb + pg_ctl start (about 2-3 s); raises RuntimeError with the server's words on failure."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        missing_tool("psycopg is not installed (pip install 'psycopg[binary]')")
     bindir = find_bindir()
     if bindir is None:
         missing_tool("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql")

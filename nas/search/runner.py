@@ -483,7 +483,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     counts = count_study(searcher.study._storage, where.study_name)
     wall = time.monotonic() - started
     rd.update(status=status, counts=counts, pareto=pareto.summary(members), last_wall_seconds=round(wall, 1))
-    pareto.write_cards(rd, members)  # after run.json says how the search ended: the cards quote it
+    pareto.write_cards(rd, members, where)  # after run.json says how the search ended: the cards quote it
 
     console.print(pareto.table(members, s))
     console.print(

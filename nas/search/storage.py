@@ -11,8 +11,8 @@ A run keeps its study in one of two places:
   journal; run.json records ``storage`` (the URL **without** its password) and ``study_name``.
 
 The password never reaches a file, a log or an error message: it comes from ``PGPASSWORD``,
-``~/.pgpass`` (libpq reads both) or the URL given again with ``--storage``, which this process
-remembers (in memory only) for the readers it runs itself.
+``~/.pgpass`` (libpq reads both) or the URL given again with ``--storage``, which the search
+hands to the readers it runs itself (`RunStorage` objects, in memory only).
 
 Heartbeats: the search driver records one for every trial it has asked for and not yet told
 (`Heartbeats`); a trial left RUNNING whose heartbeat is older than ``GRACE_PERIOD_S`` belongs to
@@ -51,8 +51,6 @@ CONNECT_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_S = 30  # several searches may share one SQLite file
 STUDY_NAME_MAX = 200  # Optuna's column holds 512; keep names readable
 PASSWORD_HINT = "give the password in PGPASSWORD, ~/.pgpass or the --storage URL"
-
-_known_urls: dict[str, str] = {}  # URL without password -> the URL given in this process (memory only)
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s]*@")
 
@@ -113,8 +111,6 @@ def parse_url(text: str, what: str = "--storage") -> StorageURL:
         raise UserError(f"unknown storage scheme '{scheme}' in {what} (supported: {SUPPORTED})")
     full = url.render_as_string(hide_password=False)
     shown = url._replace(password=None).render_as_string(hide_password=False)  # URL.set() skips None
-    if full != shown:
-        _known_urls[shown] = full
     return StorageURL(full=full, shown=shown, dialect=dialect, path=path)
 
 
@@ -173,8 +169,7 @@ class RunStorage:
                 raise UserError(f"--storage {given.shown} is not this run's storage ({stored.shown}); give the run's "
                                 "own URL (only its password may be added)")  # fmt: skip
             return cls(run_dir, name, given)
-        full = _known_urls.get(stored.shown)  # given with --storage earlier in this process
-        return cls(run_dir, name, stored if full is None else StorageURL(full, stored.shown, stored.dialect, stored.path))
+        return cls(run_dir, name, stored)  # the password, if any, from PGPASSWORD or ~/.pgpass
 
     @property
     def is_database(self) -> bool:
