@@ -218,11 +218,11 @@ class RunStorage:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = self.open_for_reading()
-        if storage is None:
-            return None
         try:
-            return optuna.load_study(study_name=self.study_name, storage=storage)
+            storage = self.open_for_reading()  # a journal is read end to end here
+            return None if storage is None else optuna.load_study(study_name=self.study_name, storage=storage)
+        except UserError:
+            raise
         except KeyError:  # no such study (yet)
             return None
         except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -230,7 +230,9 @@ class RunStorage:
                 raise UserError(f"{self.journal}: corrupt Optuna journal ({str(exc).splitlines()[0][:120]})") from None
             raise database_error(self.url, exc) from None
         except OSError as exc:
-            raise UserError(f"{self.journal}: cannot read ({exc.strerror})") from None
+            if self.url is None:
+                raise UserError(f"{self.journal}: cannot read ({exc.strerror})") from None
+            raise database_error(self.url, exc) from None
         except Exception as exc:  # noqa: BLE001 - database errors of any driver: one line
             if self.url is None:
                 raise
