@@ -158,6 +158,7 @@ def test_search_on_postgresql_completes(shared: Any, pg_cluster: PgCluster, tmp_
     assert not (run / "study.journal").exists()
     monkeypatch.setenv("PGPASSWORD", pg_cluster.password)
     report, trials = assert_finished_db_run(run, shared.url, TRIALS)
+    assert (report["storage"], report["study_name"]) == (meta["storage"], meta["study_name"])
     # the driver kept heartbeats for every trial it trained (Optuna's table, plain SQL)
     trained_ids = {t._trial_id for t in trials.values() if trained(t)}
     assert trained_ids <= heartbeat_trial_ids(pg_cluster, shared.db)

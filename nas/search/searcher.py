@@ -51,7 +51,7 @@ from ..units import format_count, format_macs
 from .faults import DriverFaults
 from .run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
 from .settings import SearchSettings
-from .storage import has_heartbeat
+from .storage import has_heartbeat, redact
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,12 @@ class NasSearcher(OptunaSearch):
                 continue
         return []
 
+    def _beat(self, trial_id: int) -> None:
+        try:
+            self.study._storage.record_heartbeat(trial_id)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat thread renews it; a resume copes without one
+            log.warning("could not record the heartbeat of a new trial: %s", redact(str(exc).splitlines()[0][:200]))
+
     def trained_count(self) -> int:
         """Trials that count against --trials: trained to the end, pruned, or failed (not interrupted)."""
         return sum(counts_as_trained(frozen_status(t), t.user_attrs) for t in self.study.get_trials(deepcopy=False))
@@ -263,7 +269,7 @@ class NasSearcher(OptunaSearch):
         for _ in range(MAX_CONSECUTIVE_SKIPS):
             ot_trial = self.study.ask()
             if self.beats:  # at once: a trial RUNNING with no heartbeat would never be seen to lapse
-                self.study._storage.record_heartbeat(ot_trial._trial_id)
+                self._beat(ot_trial._trial_id)
             cand: Candidate = self._define(ot_trial)["candidate"]
             self.faults.after_sample(cand.number)
             if cand.error is None and cand.feasible and cand.duplicate_of is None:

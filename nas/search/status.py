@@ -48,7 +48,7 @@ def status_report(path: Path, top: int = 5) -> dict[str, Any]:
     run_dir = RunDir(Path(path))
     if not run_dir.path.is_dir():
         raise UserError(f"{path}: no such run directory")
-    run_dir.read_run_json()  # a run directory of this format, or a one-line error
+    meta = run_dir.read_run_json()  # a run directory of this format, or a one-line error
     run = load_run(run_dir.path)
     counts = run.trial_counts()
     s = run.settings
@@ -68,4 +68,6 @@ def status_report(path: Path, top: int = 5) -> dict[str, Any]:
         "pareto": list(run.pareto_numbers),
         "created": run.created,
         "updated": run.updated,
+        "study_name": run_dir.storage(meta=meta).study_name,
+        "storage": meta.get("storage"),  # the database (URL without password), None: RUN_DIR/study.journal
     }
