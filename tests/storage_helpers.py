@@ -102,8 +102,9 @@ TRIALS = 4
 
 def shared_pg_run(cluster: PgCluster, base: Path) -> SharedPgRun:
     """A finished tiny search (TINY_SPACE, 4 trials, 1 epoch, 2 at a time) with ``--storage`` on
-    PostgreSQL, the password given in the URL. Run once per session; callers must not modify it."""
-    key = f"{cluster.port}:{base}"
+    PostgreSQL, the password given in the URL. Run once per session and cluster (in ``base`` the
+    first time); callers must not modify it."""
+    key = str(cluster.port)
     if key in _SHARED:
         return _SHARED[key]
     db = cluster.create_database("shared")

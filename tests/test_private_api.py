@@ -78,6 +78,7 @@ def test_rdb_heartbeat_api(tmp_path):
     from optuna.storages import RDBStorage
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
     storage = RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
     assert storage.get_heartbeat_interval() == 1
     study = optuna.create_study(storage=storage)
