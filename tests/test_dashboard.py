@@ -27,8 +27,6 @@ from fault_helpers import listening_sockets, nas_cmd
 from pg_cluster import PgCluster, free_port, missing_tool
 from storage_helpers import TRIALS, shared_pg_run
 
-from nas.cli import main
-
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                   "--hide-scrollbars"]  # fmt: skip
