@@ -27,6 +27,14 @@ from fault_helpers import listening_sockets, nas_cmd
 from pg_cluster import PgCluster, free_port, missing_tool
 from storage_helpers import TRIALS, shared_pg_run
 
+@pytest.fixture(autouse=True)
+def needs_optuna_dashboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        missing_tool("optuna-dashboard is not installed (pip install optuna-dashboard)")
+
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                   "--hide-scrollbars"]  # fmt: skip
