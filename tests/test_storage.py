@@ -155,6 +155,7 @@ def test_search_on_postgresql_completes(shared: Any, pg_cluster: PgCluster, tmp_
     assert meta["study_name"].startswith("search-run-") and len(meta["study_name"]) == len("search-run-") + 6
     assert pg_cluster.studies(shared.db) == [meta["study_name"]]
     assert not shared.password_in, f"the password was written to {shared.password_in}"
+    assert pg_cluster.password not in shared.output and f"study {meta['study_name']} in {meta['storage']}" in shared.output
     assert not (run / "study.journal").exists()
     monkeypatch.setenv("PGPASSWORD", pg_cluster.password)
     report, trials = assert_finished_db_run(run, shared.url, TRIALS)

@@ -318,6 +318,8 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     s = plan.settings
     started = time.monotonic()
     err_console.print(f"run directory: {plan.run_dir.path}", highlight=False)
+    if plan.study_storage.is_database:  # the URL as run.json records it: never the password
+        err_console.print(f"study {plan.study_storage.study_name} in {plan.study_storage.describe()}", highlight=False)
     if plan.predictor is not None:  # every block a candidate can have is timed before any trial runs
         from .latency_warmup import warm_up
 
