@@ -9,7 +9,8 @@ directory, and asks every TCP client for a password (scram-sha-256): the tests c
 wrong password from a right one. `stop` ends the server by its data directory (never by name)
 and removes the directory.
 
-Run as a script it starts a cluster and prints its URL (for trying things by hand); Ctrl-C stops it.
+Run as a script it starts a cluster and prints its URL (for trying things by hand); Ctrl-C or
+SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ def start_cluster() -> PgCluster:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
     c = start_cluster()
     print(c.url(password=c.password), flush=True)
     try:
