@@ -37,7 +37,7 @@ from .cli_utils import OneLineErrorParser  # noqa: E402
 # Order shown in --help. A command whose module is absent is simply not offered.
 COMMANDS = (
     "search", "status", "profile", "sample", "train", "latency", "score", "fidelity",
-    "report", "export", "compare", "runs", "finalize", "latency_table",
+    "report", "export", "compare", "runs", "finalize", "latency_table", "dashboard",
 )  # fmt: skip
 
 DESCRIPTION = """\

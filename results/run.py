@@ -3,8 +3,10 @@
 The directory's format (layout, study name, trial statuses and which count as trained, which
 are eligible for a front) is `nas.search.run_dir`; its settings are `nas.search.settings`
 (``RunSettings``, the search's own settings class read leniently). This module only turns what
-is there into `Run` and `TrialRecord`. Everything here only reads: no lock is taken and no file is
-created, so a report can be made while the search is still writing the directory. Half-written
+is there into `Run` and `TrialRecord`. The study is read where the run keeps it (its journal file or
+the database run.json names: `nas.search.storage`). Everything here only reads: no lock is taken and
+no file, database table or study is created, so a report can be made while the search is still
+writing the directory. Half-written
 data is tolerated: Optuna skips a trailing partial journal line, run.json is re-read if it is
 caught mid-write, and malformed metric lines are skipped.
 
@@ -224,8 +226,8 @@ class Run:
         return RunDir(self.path).trial_dir(number)
 
     def study(self) -> Any:
-        """The Optuna study itself (for importances and Optuna's own tools)."""
-        return load_study(RunDir(self.path).journal)
+        """The Optuna study itself (for importances and Optuna's own tools), wherever the run keeps it."""
+        return RunDir(self.path).storage().load_study()
 
     def finals(self) -> list[FinalRecord]:
         """Finished full trainings of this run's trials (`nas finalize`), by trial number."""
@@ -267,8 +269,11 @@ def is_run_dir(path: str | Path) -> bool:
     return rd.path.is_dir() and (rd.run_json.is_file() or rd.journal.is_file())
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a run directory. A missing path or a directory that is not a run is a `UserError`."""
+def load_run(path: str | Path, storage: Any = None) -> Run:
+    """Load a run directory. A missing path or a directory that is not a run is a `UserError`.
+
+    ``storage``: the run's `nas.search.storage.RunStorage` when the caller holds it already (the
+    search, whose database URL may carry a password); by default the one run.json names."""
     path = Path(path)
     rd = RunDir(path)
     if not path.exists():
@@ -279,7 +284,7 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{path}: not a run directory (no run.json or study.journal; made by nas search)")
     meta = rd.read_run_json(strict=False) if rd.run_json.is_file() else {}
     settings = RunSettings.from_run_json(meta.get("settings"))
-    study = load_study(rd.journal)
+    study = (storage or rd.storage(meta=meta)).load_study()  # the journal, or the database run.json names
     directions: tuple[str, ...]
     if study is not None:
         directions = tuple(d.name.lower() for d in study.directions)
@@ -325,24 +330,14 @@ def _guess_objectives(n: int) -> tuple[str, ...]:
     return ("acc", "macs", "latency")[: max(1, n)]
 
 
-def load_study(journal: Path) -> Any:
-    """The study STUDY_NAME from a journal file, or None when there is no journal or study yet."""
-    if not journal.is_file():
-        return None
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+def load_study(source: Any) -> Any:
+    """A run's study, or None when there is none yet: ``source`` is a `nas.search.storage.RunStorage`
+    (the journal or the database a run names) or a run's journal path (RUN_DIR/study.journal)."""
+    from nas.search.storage import RunStorage
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        storage = JournalStorage(JournalFileBackend(str(journal)))
-        return optuna.load_study(study_name=STUDY_NAME, storage=storage)
-    except KeyError:  # the journal holds no such study (yet)
-        return None
-    except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{journal}: corrupt Optuna journal ({str(exc).splitlines()[0][:120]})") from None
-    except OSError as exc:
-        raise UserError(f"{journal}: cannot read ({exc.strerror})") from None
+    if not isinstance(source, RunStorage):
+        source = RunStorage(RunDir(Path(source).parent), STUDY_NAME)
+    return source.load_study()
 
 
 def trial_record(t: Any, run_path: Path, settings: SearchSettings, measured_ms: float | None = None) -> TrialRecord:

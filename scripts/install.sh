@@ -4,8 +4,10 @@
 # Usage: bash scripts/install.sh          the package (to run `nas` and `scaling`) and Debian's
 #                                          dataset-fashion-mnist (real data: --data fashion-mnist) where apt-get can
 #        bash scripts/install.sh --test   plus the test tools (timm with a torch/torchvision pair that loads
-#                                          together), and Debian's chromium for the report's
-#                                          headless-browser test where apt-get can install it
+#                                          together, optuna-dashboard, psycopg, SQLAlchemy), and Debian's
+#                                          chromium (the report's and dashboard's headless-browser tests)
+#                                          and postgresql (the database-storage tests start a throwaway
+#                                          server) where apt-get can install them
 # Without apt-get (or root) nothing fails: the commands fall back to the bundled digits data and
 # this script says where to put Fashion-MNIST's four IDX files instead.
 set -euo pipefail
@@ -63,6 +65,14 @@ if [ "${1:-}" = "--test" ]; then
       apt_install chromium || echo "install.sh: could not install chromium; tests/test_report.py's browser test will be skipped" >&2
     else
       echo "install.sh: chromium not found (install Debian's chromium to run the report's browser test)" >&2
+    fi
+  fi
+  # the storage tests run initdb/pg_ctl (server binaries in /usr/lib/postgresql/VERSION/bin on Debian)
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    if can_apt; then
+      apt_install postgresql || echo "install.sh: could not install postgresql; tests/test_storage.py will be skipped" >&2
+    else
+      echo "install.sh: PostgreSQL not found (install Debian's postgresql to run the database-storage tests)" >&2
     fi
   fi
 else

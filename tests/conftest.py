@@ -45,3 +45,16 @@ def pytest_sessionfinish(session, exitstatus):
         names = ", ".join(sorted({r.nodeid for r in skipped})[:5])
         reporter.write_line(f"CI=true: {len(skipped)} test(s) skipped ({names}): failing the run", red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL server for the session (tests/pg_cluster.py: initdb + pg_ctl in a temp
+    dir, 127.0.0.1 on a free port, password auth); stopped and removed at the end, whatever happened."""
+    from pg_cluster import start_cluster
+
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -66,3 +66,27 @@ def test_pinned_majors_are_the_tested_ones():
     optuna_major = int(metadata.version("optuna").split(".")[0])
     assert ray_major == 2, f"ray {metadata.version('ray')}: the searcher was written against ray 2.x"
     assert optuna_major == 5, f"optuna {metadata.version('optuna')}: the searcher was written against optuna 5.x"
+
+
+def test_rdb_heartbeat_api(tmp_path):
+    """`nas.search.storage` reads which RUNNING trials have a lapsed heartbeat through
+    RDBStorage._get_stale_trial_ids (no public API tells it without failing the trials) and renews
+    heartbeats with RDBStorage.record_heartbeat."""
+    import time
+    import warnings
+
+    from optuna.storages import RDBStorage
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
+    storage = RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
+    assert storage.get_heartbeat_interval() == 1
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    assert hasattr(storage, "_get_stale_trial_ids"), "RDBStorage no longer has '_get_stale_trial_ids' (nas/search/storage.py uses it)"
+    assert storage._get_stale_trial_ids(study._study_id) == []  # no heartbeat yet: never stale
+    storage.record_heartbeat(trial._trial_id)
+    assert storage._get_stale_trial_ids(study._study_id) == []
+    time.sleep(2.2)
+    assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+    assert study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # telling is left to us

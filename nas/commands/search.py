@@ -31,7 +31,9 @@ rejected when sampled and never trained; repeated architectures are not trained 
 {DEFAULTS}
 
 Everything lands in RUN_DIR: the Optuna journal, Ray Tune state, per-trial metrics, and
-pareto/*.yaml configs (+ .md cards) that `nas profile` and `build_model` accept."""
+pareto/*.yaml configs (+ .md cards) that `nas profile` and `build_model` accept. With --storage
+the Optuna study is kept in that database instead (run.json says which; watch it live with
+`nas dashboard RUN_DIR`)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,6 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"retries of a trial that raised or lost its worker (default {S.DEFAULT_MAX_FAILURES})")  # fmt: skip
     r.add_argument("--address", metavar="HOST:PORT", help="join an existing Ray cluster (default: start Ray locally)")
     r.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/search-<timestamp>)")
+    r.add_argument("--storage", metavar="URL",
+                   help="keep the Optuna study in a database instead of RUN_DIR/study.journal: sqlite:///PATH or "
+                        "postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB (the password is never stored: give "
+                        "it in PGPASSWORD or ~/.pgpass, or here again with --resume)")  # fmt: skip
+    r.add_argument("--study-name", metavar="NAME",
+                   help="the study's name in the storage (default: search-<run dir name>-<random> in a "
+                        "database, search in the journal)")  # fmt: skip
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out to the requested --trials (its other settings are kept)")  # fmt: skip
     p.set_defaults(func=run)
@@ -86,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..search.runner import prepare
     from ..search.runner import run as run_search
+    from ..search.storage import redact
 
+    # run.json records the command line (and Ray its driver's): never with a database password
+    sys.argv[:] = [redact(a) for a in sys.argv]
     plan = prepare(args)  # every check that can fail on user input, before anything is written
     if args.data is None and not args.resume:
         from train_proxy.data import default_data_notice

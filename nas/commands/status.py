@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         for b in report["best"]:
             print(f"{b['number']:>6} {b['val_acc']:>9.4f} {format_macs(b['macs']):>10} "
                   f"{format_count(b['params']):>10}  {','.join(b['blocks'])}")  # fmt: skip
+    if report.get("storage"):
+        print(f"study {report['study_name']} in {report['storage']}")
     if report["pareto"]:
         print(f"pareto front: trials {', '.join(map(str, report['pareto']))}")
     return 0

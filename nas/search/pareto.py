@@ -103,10 +103,10 @@ def export(run_dir: RunDir, members: list[FrontMember], study: optuna.Study) -> 
     return written
 
 
-def write_cards(run_dir: RunDir, members: list[FrontMember]) -> None:
+def write_cards(run_dir: RunDir, members: list[FrontMember], storage: Any = None) -> None:
     """pareto/<name>.md for each member: the model card `nas export` writes, read back from the
-    run directory as every reader sees it."""
-    run = load_run(run_dir.path)
+    run directory as every reader sees it (``storage``: the search's own `storage.RunStorage`)."""
+    run = load_run(run_dir.path, storage)
     for m in members:
         yaml_path = run_dir.pareto_dir / f"{m.name}.yaml"
         text = model_card(run, run.trial(m.number), m.cfg, [ArtifactInfo("yaml", yaml_path)], weights_seed=0)

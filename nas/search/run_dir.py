@@ -9,7 +9,9 @@ Layout::
 
     RUN_DIR/run.json        command, versions, settings, status, counts
     RUN_DIR/space.yaml      the search space used (a copy)
-    RUN_DIR/study.journal   Optuna JournalStorage, study STUDY_NAME
+    RUN_DIR/study.journal   Optuna JournalStorage, study STUDY_NAME (absent when run.json names a
+                            database ``storage``: then the study is there, named ``study_name``;
+                            `nas.search.storage` opens either)
     RUN_DIR/tune/           Ray Tune experiment state (one experiment per search invocation)
     RUN_DIR/trials/NNNNN/   config.yaml, metrics.jsonl (trained trials only), result.json
     RUN_DIR/pareto/         <name>.yaml + <name>.md of the final Pareto front
@@ -202,6 +204,13 @@ class RunDir:
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / f"{number:0{TRIAL_DIR_DIGITS}d}"
 
+    def storage(self, url: str | None = None, meta: dict[str, Any] | None = None) -> Any:
+        """Where this run's study lives (`nas.search.storage.RunStorage`, from run.json; ``url``:
+        the run's database URL given again, for its password)."""
+        from .storage import RunStorage
+
+        return RunStorage.of_run(self, meta, url)
+
     # -- checks (no writes) -------------------------------------------------------------
     def is_run(self) -> bool:
         return self.run_json.is_file()
@@ -329,7 +338,8 @@ class RunDir:
             os.close(fd)
 
     # -- run.json -----------------------------------------------------------------------
-    def create(self, settings: dict[str, Any], space_text: str) -> dict[str, Any]:
+    def create(self, settings: dict[str, Any], space_text: str, storage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """run.json of a new run; ``storage``: `RunStorage.record()` (study name, database URL without password)."""
         stamp = now_iso()
         data = {
             "format": FORMAT,
@@ -342,6 +352,7 @@ class RunDir:
             "counts": {k: 0 for k in COUNT_KEYS},
             "resumes": [],
             "space_sha256": space_digest(space_text),  # a resume refuses an edited space.yaml
+            **(storage or {}),
         }
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         self.tune_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +403,7 @@ class RunDir:
 RUN_JSON_SHAPES: dict[str, tuple[type, ...]] = {
     "format": (int,), "status": (str,), "settings": (dict,), "command": (list,), "versions": (dict,),
     "counts": (dict,), "resources": (dict,), "pareto": (list,), "created": (str,), "updated": (str,),
-    "error": (str,), "resumes": (list,), "space_sha256": (str,),
+    "error": (str,), "resumes": (list,), "space_sha256": (str,), "storage": (str,), "study_name": (str,),
 }  # fmt: skip
 
 

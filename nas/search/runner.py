@@ -7,16 +7,19 @@ Order matters for the promises the command makes:
 2. Ray starts (local, bound to 127.0.0.1 with no dashboard; or ``--address``). A cluster that
    cannot be reached is a one-line error and the run directory is still untouched.
 3. The run directory is locked (a second search on it is refused), then created or resumed.
-4. Tune runs the trials the study still needs; the Optuna journal is the record of the search.
+4. Tune runs the trials the study still needs; the Optuna study is the record of the search (in
+   the run's journal file, or in the database given with ``--storage``: `storage.RunStorage`).
 5. The Pareto front is re-measured (latency), exported and printed; Ray is shut down.
 
-Resume: the Optuna study (journal, flushed at every tell) is the source of truth, not Tune's
+Resume: the Optuna study (journal flushed at every tell, or database) is the source of truth, not Tune's
 experiment checkpoint. Tune's ``Tuner.restore`` re-runs trials that were told after its last
 checkpoint (training them twice and failing with ``UpdateFinishedTrialError``) and cannot raise
 ``num_samples``; so each invocation runs a fresh Tune experiment ``tune/segment-K`` for the trials
 still missing, after trials left RUNNING by a killed search are marked FAIL ("interrupted") and
 their architectures re-enqueued. A finished run resumed with a larger ``--trials`` is extended
-the same way.
+the same way. In a database the driver keeps Optuna heartbeats on its running trials; a resume
+first waits for those of RUNNING trials to lapse (`storage.wait_for_lapsed_heartbeats`), so it
+never takes over trials that another live search is training.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from search_space.errors import DiskFullError, UserError
 from search_space.yaml_io import read_text_file
 
 from ..units import format_macs
-from .run_dir import STUDY_NAME, RunDir, default_run_dir, now_iso, repair_journal, space_digest
+from .run_dir import RunDir, default_run_dir, now_iso, space_digest
 from .settings import (
     SearchSettings,
     check_space_fits,
@@ -49,6 +52,7 @@ from .settings import (
     new_settings,
     resumed_settings,
 )
+from .storage import Heartbeats, RunStorage, live_trials
 
 OBJECT_STORE_BYTES = 256 * 1024**2  # the trials exchange only small dicts; keep Ray's store modest
 ASHA_REDUCTION = 3
@@ -67,6 +71,11 @@ class Plan:
     stored: dict[str, Any] | None
     num_classes: int
     predictor: Any = None
+    storage: RunStorage | None = None  # where the study lives (None: the run's journal, as read from run.json)
+
+    @property
+    def study_storage(self) -> RunStorage:
+        return self.storage if self.storage is not None else RunStorage(self.run_dir)
 
 
 # -- 1. validation ----------------------------------------------------------------------------
@@ -77,6 +86,9 @@ def prepare(args: argparse.Namespace) -> Plan:
 
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_DIR (the run directory to continue)")
+    storage_url, study_name = getattr(args, "storage", None), getattr(args, "study_name", None)
+    if args.resume and study_name is not None:
+        raise UserError("--study-name names the study of a new run; a resumed run keeps its own (run.json)")
     hooks = hooks_from_env()  # a malformed testing hook is refused now, before anything starts
     if hooks:
         shown = ", ".join(f"{k}={v}" for k, v in hooks.items())
@@ -94,9 +106,7 @@ def prepare(args: argparse.Namespace) -> Plan:
         if recorded and recorded != space_digest(space_text):
             raise UserError(f"{run_dir.space_yaml}: edited since the run started; a resumed search must search the "
                             "same space (restore the file, or start a new run with --space)")  # fmt: skip
-        from results.run import load_study
-
-        load_study(run_dir.journal)  # read end to end now: a damaged journal is refused before any write
+        storage = RunStorage.of_run(run_dir, stored, storage_url)
     else:
         settings = new_settings(args)
         space = load_space(settings.space)
@@ -106,12 +116,19 @@ def prepare(args: argparse.Namespace) -> Plan:
             else read_text_file(settings.space, "search space file")
         )
         run_dir.check_new()
+        storage = RunStorage.for_new_run(run_dir, storage_url, study_name)  # the URL parsed, not opened yet
     check_space_fits(settings, space)
     if run_dir.in_use():
         raise UserError(f"{run_dir.path}: run directory is in use by another nas search")
     num_classes = check_data(settings)
     predictor = make_predictor(settings, space) if settings.uses_latency else None
-    return Plan(settings, space, space_text, run_dir, bool(args.resume), stored, num_classes, predictor)
+    # last, as it may wait for heartbeats: the storage is reachable, the study name free (a new
+    # run) or the study reads end to end and no other search drives it (a resume). Writes nothing.
+    if args.resume:
+        storage.check_resume(stored, lambda line: print(line, file=sys.stderr, flush=True))  # type: ignore[arg-type]
+    else:
+        storage.check_new()
+    return Plan(settings, space, space_text, run_dir, bool(args.resume), stored, num_classes, predictor, storage)
 
 
 def check_data(settings: SearchSettings) -> int:
@@ -305,6 +322,8 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     s = plan.settings
     started = time.monotonic()
     err_console.print(f"run directory: {plan.run_dir.path}", highlight=False)
+    if plan.study_storage.is_database:  # the URL as run.json records it: never the password
+        err_console.print(f"study {plan.study_storage.study_name} in {plan.study_storage.describe()}", highlight=False)
     if plan.predictor is not None and not plan.predictor.frozen:  # every block is timed before any trial runs
         from .latency_warmup import warm_up
 
@@ -397,14 +416,13 @@ def _sigterm_to_sigint(signum: int, frame: Any) -> None:
 
 def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, console: Any, err_console: Any) -> int:
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     from . import pareto
     from .searcher import NasSearcher, make_sampler, mark_interrupted
     from .status import count_study
 
     rd = plan.run_dir
+    where = plan.study_storage
     if plan.resume:
         data = rd.read_run_json()
         segment = len(data.get("resumes", [])) + 1
@@ -413,20 +431,22 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     else:
         rd.check_new(locked=True)  # again, under the lock: another search may have started here meanwhile
         segment = 0
-        rd.create(s.to_json(), plan.space_text)
+        rd.create(s.to_json(), plan.space_text, where.record())
         rd.update(resources=res.to_json())
-    repair_journal(rd.journal)
-    storage = JournalStorage(JournalFileBackend(str(rd.journal)))
+    storage = where.open_for_search()
+    if where.is_database:
+        study = _database_study(where, storage, s, resume=plan.resume)
     if plan.resume:
-        study = optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=s.directions,
-                                    load_if_exists=True)
+        if not where.is_database:
+            study = optuna.create_study(storage=storage, study_name=where.study_name, directions=s.directions,
+                                        load_if_exists=True)  # fmt: skip
         interrupted = mark_interrupted(study)
         if interrupted:
             err_console.print(f"resume: {len(interrupted)} interrupted trial(s) marked failed and re-queued: {interrupted}",
                               highlight=False)  # fmt: skip
 
-    counts = count_study(storage)
-    best = _best(storage, rd, s)
+    counts = count_study(storage, where.study_name)
+    best = _best(storage, where.study_name, rd, s)
     progress = Progress(s.trials, counts, best, err_console)
     searcher = NasSearcher(
         space=plan.space,
@@ -437,13 +457,14 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         latency_predictor=plan.predictor,
         threads_per_trial=res.threads,
         listener=progress.event,
+        study_name=where.study_name,
     )
     last_write = [0.0]
 
     def write_counts() -> None:  # keep run.json's counts fresh for `nas runs` / `nas status`
         if time.monotonic() - last_write[0] > 2.0:
             last_write[0] = time.monotonic()
-            rd.update(counts=count_study(searcher.study._storage))
+            rd.update(counts=count_study(searcher.study._storage, where.study_name))
 
     progress.on_change = write_counts
     remaining = s.trials - searcher.trained_count()
@@ -454,7 +475,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
             + f" per trial, on {res.nodes} node(s) ({res.cluster_cpus} CPUs)",
             highlight=False,
         )
-        with progress:
+        with progress, Heartbeats(storage, searcher.live_trial_ids):  # heartbeats: database storage only
             run_tune(searcher, s, res, rd, segment, remaining)
         if searcher.disk_full:
             raise DiskFullError(searcher.disk_full)
@@ -471,10 +492,10 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         err_console.print(f"measuring the latency of {len(members)} Pareto architecture(s) on {s.device}", highlight=False)
         pareto.measure_front(members, s)
     pareto.export(rd, members, searcher.study)
-    counts = count_study(searcher.study._storage)
+    counts = count_study(searcher.study._storage, where.study_name)
     wall = time.monotonic() - started
     rd.update(status=status, counts=counts, pareto=pareto.summary(members), last_wall_seconds=round(wall, 1))
-    pareto.write_cards(rd, members)  # after run.json says how the search ended: the cards quote it
+    pareto.write_cards(rd, members, where)  # after run.json says how the search ended: the cards quote it
 
     console.print(pareto.table(members, s))
     console.print(
@@ -579,12 +600,35 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{int(trial.config['number']):05d}"
 
 
-def _best(storage: Any, rd: RunDir, s: SearchSettings) -> tuple[float, int] | None:
+def _database_study(where: RunStorage, storage: Any, s: SearchSettings, *, resume: bool) -> Any:
+    """The run's study in its database: created by a new run (its name must still be free: two
+    searches may have picked one at once), loaded by a resume, whose RUNNING trials must all have
+    lapsed heartbeats (prepare() waited for that; a search started since then is refused)."""
+    import optuna
+    from optuna.exceptions import DuplicatedStudyError
+
+    try:
+        study = optuna.create_study(storage=storage, study_name=where.study_name, directions=s.directions,
+                                    load_if_exists=resume)  # fmt: skip
+    except DuplicatedStudyError:
+        raise UserError(f"study name '{where.study_name}' is already used by a different search in "
+                        f"{where.describe()} (choose another --study-name)") from None  # fmt: skip
+    if resume:
+        alive = live_trials(study)
+        if alive:
+            raise UserError(f"study '{where.study_name}' in {where.describe()} is being run by another search "
+                            f"(trial(s) {', '.join(map(str, sorted(alive.values())))} keep a live heartbeat)")  # fmt: skip
+    else:  # which run a study belongs to, for anyone browsing a shared database (optuna-dashboard)
+        study.set_user_attr("run_dir", str(where.run_dir.path.resolve()))
+    return study
+
+
+def _best(storage: Any, study_name: str, rd: RunDir, s: SearchSettings) -> tuple[float, int] | None:
     """The most accurate eligible trial so far (accuracy, MACs), for the progress line."""
     from results.run import rank_trials, trial_record
 
     from .status import study_trials
 
-    records = [trial_record(t, rd.path, s) for t in study_trials(storage)]
+    records = [trial_record(t, rd.path, s) for t in study_trials(storage, study_name)]
     top = rank_trials([t for t in records if t.eligible], "acc")
     return (top[0].val_acc, top[0].macs) if top else None  # type: ignore[return-value]

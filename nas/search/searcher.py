@@ -51,12 +51,19 @@ from ..units import format_count, format_macs
 from .faults import DriverFaults
 from .run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
 from .settings import SearchSettings
+from .storage import has_heartbeat, redact
 
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_SKIPS = 1000
 INTERRUPTED = "interrupted: the search process ended while this trial was running"
 METRIC_OF = {"acc": "val_acc", "macs": "macs", "latency": "latency_ms"}
+
+
+def block_summary(cfg: ArchConfig) -> str:
+    """The stages in one line, ``block depth x width`` each (``van 2x32 | cmt 1x64 | ...``): a user
+    attr, so Optuna's own tools (optuna-dashboard) show the architecture at a glance."""
+    return " | ".join(f"{st.block} {st.depth}x{st.width}" for st in cfg.stages)
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -131,6 +138,7 @@ class NasSearcher(OptunaSearch):
         latency_predictor: Any = None,
         threads_per_trial: int = 1,
         listener: Callable[[str, dict[str, Any]], None] | None = None,
+        study_name: str = STUDY_NAME,
     ) -> None:
         self.nas_space = space
         self.settings = settings
@@ -146,7 +154,7 @@ class NasSearcher(OptunaSearch):
             metric=metrics[0] if single else metrics,
             mode=modes[0] if single else modes,
             sampler=sampler,
-            study_name=STUDY_NAME,
+            study_name=study_name,
             storage=storage,
         )
         # Tune checks every reported result for the searcher's metrics; only accuracy is reported
@@ -160,6 +168,7 @@ class NasSearcher(OptunaSearch):
         self.exhausted = False
         self.disk_full: str | None = None  # set when results could not be written: no new trials start
         self.faults = DriverFaults()  # testing hooks; inert unless HYBRID_NAS_FAULT asks
+        self.beats = has_heartbeat(storage)  # a database storage: trials carry Optuna heartbeats
         self._index_study()
 
     # -- state from the study (resume) ---------------------------------------------------
@@ -169,6 +178,21 @@ class NasSearcher(OptunaSearch):
             if h and counts_as_trained(frozen_status(t), t.user_attrs):
                 self.by_hash.setdefault(h, t.number)
                 self.outcomes[t.number] = (t.state, t.values, dict(t.user_attrs))
+
+    def live_trial_ids(self) -> list[int]:
+        """Storage ids of the trials Ray is training (their heartbeats are renewed while they run)."""
+        for _ in range(5):
+            try:
+                return [lv.ot_trial._trial_id for lv in list(self.live.values())]
+            except RuntimeError:  # changed while copied (called from the heartbeat thread)
+                continue
+        return []
+
+    def _beat(self, trial_id: int) -> None:
+        try:
+            self.study._storage.record_heartbeat(trial_id)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat thread renews it; a resume copes without one
+            log.warning("could not record the heartbeat of a new trial: %s", redact(str(exc).splitlines()[0][:200]))
 
     def trained_count(self) -> int:
         """Trials that count against --trials: trained to the end, pruned, or failed (not interrupted)."""
@@ -201,6 +225,7 @@ class NasSearcher(OptunaSearch):
             "arch_hash": h,
             "macs": cost.macs,
             "params": cost.params,
+            "blocks": block_summary(cfg),
             "proxy": {
                 "resolution": s.proxy_resolution,
                 "width_multiplier": s.proxy_width,
@@ -243,6 +268,8 @@ class NasSearcher(OptunaSearch):
     def _suggest(self, trial_id: str) -> dict | None:
         for _ in range(MAX_CONSECUTIVE_SKIPS):
             ot_trial = self.study.ask()
+            if self.beats:  # at once: a trial RUNNING with no heartbeat would never be seen to lapse
+                self._beat(ot_trial._trial_id)
             cand: Candidate = self._define(ot_trial)["candidate"]
             self.faults.after_sample(cand.number)
             if cand.error is None and cand.feasible and cand.duplicate_of is None:
@@ -474,7 +501,7 @@ class NasSearcher(OptunaSearch):
             self.listener(event, info)
 
     # -- Tune experiment checkpoints --------------------------------------------------------
-    # The study (journal file) is the record of the search; Tune's pickled searcher state is not
+    # The study (journal file or database) is the record of the search; Tune's pickled searcher state is not
     # used to resume (see runner.py), so keep its checkpoint tiny and free of storage handles.
     def save(self, checkpoint_path: str) -> None:
         import json

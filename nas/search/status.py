@@ -17,20 +17,20 @@ from search_space.errors import UserError
 from .run_dir import COUNT_KEYS, STUDY_NAME, RunDir, count_frozen
 
 
-def study_trials(storage: Any) -> list[Any]:
+def study_trials(storage: Any, study_name: str = STUDY_NAME) -> list[Any]:
     """The FrozenTrials of the run's study in ``storage`` ([] before the study exists)."""
     from optuna.exceptions import OptunaError
 
     try:
-        study_id = storage.get_study_id_from_name(STUDY_NAME)
+        study_id = storage.get_study_id_from_name(study_name)
     except (KeyError, OptunaError):
         return []
     return storage.get_all_trials(study_id, deepcopy=False)
 
 
-def count_study(storage: Any) -> dict[str, int]:
+def count_study(storage: Any, study_name: str = STUDY_NAME) -> dict[str, int]:
     """`run_dir.count_trials` of the study in ``storage`` (what the search writes to run.json)."""
-    return count_frozen(study_trials(storage))
+    return count_frozen(study_trials(storage, study_name))
 
 
 def best_row(t: TrialRecord) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def status_report(path: Path, top: int = 5) -> dict[str, Any]:
     run_dir = RunDir(Path(path))
     if not run_dir.path.is_dir():
         raise UserError(f"{path}: no such run directory")
-    run_dir.read_run_json()  # a run directory of this format, or a one-line error
+    meta = run_dir.read_run_json()  # a run directory of this format, or a one-line error
     run = load_run(run_dir.path)
     counts = run.trial_counts()
     s = run.settings
@@ -68,4 +68,6 @@ def status_report(path: Path, top: int = 5) -> dict[str, Any]:
         "pareto": list(run.pareto_numbers),
         "created": run.created,
         "updated": run.updated,
+        "study_name": run_dir.storage(meta=meta).study_name,
+        "storage": meta.get("storage"),  # the database (URL without password), None: RUN_DIR/study.journal
     }
