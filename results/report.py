@@ -334,14 +334,10 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
     if not front:
         return "<h2>Pareto front</h2><p class=note>No complete feasible trial yet.</p>"
     links = config_links(run, front)
-    head = ("trial", "accuracy", "best acc.", "MACs", "params", "latency (ms)", "epochs", "stages", "config")
+    head = ("trial", "accuracy", "best acc.", "MACs", "params", "latency predicted (ms)", "latency measured (ms)",
+            "epochs", "stages", "config")  # fmt: skip
     rows = []
     for t in front:
-        lat = "-"
-        if t.latency_ms_measured is not None:
-            lat = f"{t.latency_ms_measured:.2f} measured"
-        elif t.latency_ms_predicted is not None:
-            lat = f"{t.latency_ms_predicted:.2f} predicted"
         stages = (
             " / ".join(_stage_label(st) for st in t.config.stages) if t.config is not None else "-"
         )
@@ -352,7 +348,8 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
             if card is not None:
                 link += f' &middot; <a href="{_rel(card, out_dir)}">card</a>'
         cells = [
-            f"#{t.number}", f"{t.val_acc:.4f}", _opt(t.best_val_acc, "{:.4f}"), _macs(t.macs), _count(t.params), lat,
+            f"#{t.number}", f"{t.val_acc:.4f}", _opt(t.best_val_acc, "{:.4f}"), _macs(t.macs), _count(t.params),
+            _opt(t.latency_ms_predicted, "{:.2f}"), _opt(t.latency_ms_measured, "{:.2f}"),
             f"{t.fidelity.epochs_trained or '-'}", stages, link,
         ]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -361,8 +358,26 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
         f"<h2>Pareto front</h2><p>Complete, feasible trials that no other such trial beats in every objective of "
         f"the run ({html.escape(', '.join(LABELS[o] for o in front_objectives(run.objectives, run.trials)))}); "
         "links go to the exported config (or the trial's own config when the search has not exported "
-        f"it yet).</p><table class=grid><tr>{header}</tr>{''.join(rows)}</table>"
+        f"it yet). {html.escape(latency_sources(run))}</p><table class=grid><tr>{header}</tr>{''.join(rows)}</table>"
     )
+
+
+def latency_sources(run: Run) -> str:
+    """Which runtime and device the front's latency figures belong to."""
+    s = run.settings
+    if not s.uses_latency:
+        return "The run neither constrained nor optimised latency."
+    if s.latency_table:
+        try:
+            from train_proxy.latency_table import LatencyPredictor
+
+            target = LatencyPredictor.from_table(s.latency_table).describe()
+        except UserError:
+            target = "a table no longer readable here"
+        return (f"Latency predicted with the target's table {s.latency_table} ({target}); not measured on the "
+                "search's machine.")  # fmt: skip
+    return (f"Latency predicted by the per-block table and measured (front only) with PyTorch eager on {s.device}, "
+            "batch 1, one thread.")  # fmt: skip
 
 
 def _stage_label(stage: Any) -> str:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
 HEARTBEAT_INTERVAL_S = 5  # the driver renews each running trial's heartbeat this often
+SCHEMA_RACE_ATTEMPTS = 5  # concurrent first searches on one fresh database
 GRACE_PERIOD_S = 15  # a heartbeat older than this: the search that ran the trial is gone
 CONNECT_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_S = 30  # several searches may share one SQLite file
@@ -326,13 +327,21 @@ def open_database(url: StorageURL, *, create_tables: bool, read_only: bool = Fal
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     target = _read_only(url) if read_only and url.dialect == "sqlite" else url.full
-    try:
-        return RDBStorage(target, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create_tables,
-                          heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)  # fmt: skip
-    except ImportError:
-        raise UserError(f"{url.shown}: the database driver is not installed (pip install 'psycopg[binary]')") from None
-    except Exception as exc:  # noqa: BLE001 - connection, authentication, schema: one line
-        raise database_error(url, exc) from None
+    for attempt in range(SCHEMA_RACE_ATTEMPTS):
+        try:
+            return RDBStorage(target, engine_kwargs=_engine_kwargs(url), skip_table_creation=not create_tables,
+                              heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S)  # fmt: skip
+        except ImportError:
+            raise UserError(f"{url.shown}: the database driver is not installed (pip install 'psycopg[binary]')") from None
+        except Exception as exc:  # noqa: BLE001 - connection, authentication, schema: one line
+            # Two searches starting on a fresh database both create Optuna's tables; PostgreSQL
+            # lets one win and the other fail on its catalog. The tables then exist: try again.
+            racing = "duplicate key value violates unique constraint" in str(exc) or "already exists" in str(exc)
+            if create_tables and racing and attempt + 1 < SCHEMA_RACE_ATTEMPTS:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise database_error(url, exc) from None
+    raise AssertionError("unreachable")
 
 
 def database_tables(url: StorageURL) -> set[str]:
