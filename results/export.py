@@ -29,7 +29,7 @@ from typing import Sequence
 
 from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import UserError
-from search_space.files import write_atomic
+from search_space.files import make_output_dir, write_atomic
 
 from .cards import ArtifactInfo, model_card
 from .pareto import run_front
@@ -224,14 +224,7 @@ def _clean_name(name: str) -> str:
 
 
 def _output_dir(out: str | Path) -> Path:
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create the output directory ({exc.strerror})") from None
-    return out_dir
+    return make_output_dir(out, "output directory")
 
 
 def _graphs(model, cfg: ArchConfig, out_dir: Path, stem: str, formats: Sequence[str], result: Exported) -> None:  # type: ignore[no-untyped-def]

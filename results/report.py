@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from search_space import ArchConfig, analytic_cost, load_zoo, zoo_names
 from search_space.errors import ConfigError, UserError
-from search_space.files import write_atomic
+from search_space.files import make_output_dir, write_atomic
 
 from .pareto import (
     front_hypervolume,
@@ -183,12 +183,7 @@ def config_links(run: Run, front: Sequence[TrialRecord]) -> dict[int, tuple[Path
 def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report:
     run = run if isinstance(run, Run) else load_run(run)
     out_dir = Path(out) if out is not None else run.path / "report"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create the report directory ({exc.strerror})") from None
+    make_output_dir(out_dir, "report directory")
     report = Report(out_dir / "report.html")
     s = run.settings
     front = run_front(run)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from search_space import ArchConfig, Cost, UserError, analytic_cost, resolve_config
-from search_space.files import write_atomic
+from search_space.files import make_output_dir, write_atomic
 
 from .compound import Coefficients, Scaled, check_phi, expand, format_phi
 
@@ -159,13 +159,7 @@ def write_family(
     """
     from .cards import member_card
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot create directory ({exc.strerror})") from None
+    out = make_output_dir(out_dir, "directory", flag="--out")
     root = out.resolve()
     written: dict[str, Path] = {}
 

@@ -56,6 +56,19 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         raise
 
 
+def make_output_dir(path: str | Path, what: str = "output directory", flag: str = "") -> Path:
+    """``path`` as a directory to write into (created with its parents), or a one-line error."""
+    out = Path(path)
+    label = f"{flag} " if flag else ""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{label}{out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{label}{out}: cannot create the {what} ({exc.strerror})") from None
+    return out
+
+
 def free_space_note(exc: OSError, directory: str | Path) -> str:
     """", N MiB free in DIR" for a full disk or quota (what a user needs to act on), else ""."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
