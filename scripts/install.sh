@@ -41,6 +41,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install "torch>=2.2"                      # CUDA build from the default index
   elif [ -n "${TORCH_INDEX:-}" ]; then
     "$PY" -m pip install torch --index-url "$TORCH_INDEX"  # e.g. https://download.pytorch.org/whl/cpu
+  elif [ "${1:-}" = "--test" ] && [ -z "${TORCH_SPEC:-}" ]; then
+    :  # the test install takes a torch/torchvision pair below: no 2.13.0 first
   else
     "$PY" -m pip install "${TORCH_SPEC:-torch==2.13.0}"     # the CPU wheel on this project's machines
   fi
