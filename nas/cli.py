@@ -24,13 +24,12 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0] or "") in ("nas", "sca
     signal.signal(signal.SIGTERM, _interrupted_while_starting)
 
 import argparse  # noqa: E402
-import errno  # noqa: E402
 import importlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from search_space.errors import UserError  # noqa: E402
-from search_space.files import free_space_note  # noqa: E402
+from search_space.files import free_space_note, is_disk_full  # noqa: E402
 
 from .cli_utils import OneLineErrorParser  # noqa: E402
 
@@ -87,7 +86,7 @@ def run_guarded(fn) -> int:  # type: ignore[no-untyped-def]
     except BrokenPipeError:
         return 0
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not is_disk_full(exc):
             raise
         where = Path(exc.filename).parent if exc.filename else Path.cwd()
         print(f"error: {exc.strerror} writing {exc.filename or 'a file'}{free_space_note(exc, where)}; free some "

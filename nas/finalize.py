@@ -9,17 +9,15 @@ as Ray tasks (one CPU thread each by default; a share of a GPU where Ray sees on
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from results.export import select_trials
 from results.run import Run, TrialRecord, load_run
-from search_space import ArchConfig
 from search_space.errors import UserError
 from train_proxy import keep as kept
-from train_proxy.checkpoint import TrainingDir
+from train_proxy.checkpoint import SETTINGS, TrainingDir
 from train_proxy.data import DataBundle, load_data
 from train_proxy.trainer import ProxySpec, resolve_device
 
@@ -44,9 +42,8 @@ class FinalizeOptions:
 
 @dataclass
 class Job:
-    trial: TrialRecord
+    trial: TrialRecord  # a complete trial: its config is recorded (`select_trials` checks)
     path: Path
-    cfg: ArchConfig
     state: str  # new | resume | done
 
 
@@ -71,15 +68,16 @@ def plan(run_path: str | Path, trials: Sequence[int] | None, top: int | None, op
         path = rd.final_trial_dir(t.number)
         if path.is_symlink():
             raise UserError(f"{path}: is a symbolic link; refusing to train into it")
-        if (path / "train.json").exists():
+        if (path / SETTINGS).exists():
             keep = TrainingDir.open(path, flag="final")
             _check_same(keep, spec, data, t.number)
-            state = "done" if keep.result() is not None and keep.result().get("status") == "ok" else "resume"
+            result = keep.result()
+            state = "done" if result is not None and result.get("status") == "ok" else "resume"
         elif path.exists() and any(path.iterdir()):
             raise UserError(f"{path}: exists, is not empty and holds no training; move it away")
         else:
             state = "new"
-        jobs.append(Job(t, path, t.config, state))
+        jobs.append(Job(t, path, state))
     return run, jobs, spec, data, bundle
 
 
@@ -104,7 +102,9 @@ def start_new(jobs: Sequence[Job], spec: ProxySpec, data: str, bundle: DataBundl
         extra = {"model": f"{run.path} trial {job.trial.number}", "command": command, "created": now_iso(),
                  "versions": versions(), "run": str(run.path), "trial": job.trial.number,
                  "proxy_val_acc": job.trial.val_acc}  # fmt: skip
-        kept.start(keep, job.cfg, spec, data, bundle, evaluate_test=bundle.test is not None, extra=extra)
+        assert job.trial.config is not None
+        kept.start(keep, job.trial.config, spec, data, bundle, evaluate_test=bundle.test is not None,
+                   extra=extra)  # fmt: skip
 
 
 def train_all(jobs: Sequence[Job], concurrency: int, threads: int, gpus_per_job: float, bundle: DataBundle,
@@ -133,13 +133,5 @@ def train_all(jobs: Sequence[Job], concurrency: int, threads: int, gpus_per_job:
 
 
 def _train_in_worker(path: str) -> dict[str, Any]:
-    import torch
-
-    keep = TrainingDir.open(path, flag="final")
-    threads = kept.saved_spec(keep).threads
-    if threads:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    record = kept.run(keep)
-    record["worker_seconds"] = time.perf_counter() - started
-    return record
+    # the trainer pins the saved spec's thread count itself
+    return kept.run(TrainingDir.open(path, flag="final"))

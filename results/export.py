@@ -172,7 +172,7 @@ def export_trained(
     fields aside); the files are named after the trial."""
     import torch
 
-    from train_proxy.checkpoint import TrainingDir, load_weights
+    from train_proxy.checkpoint import WEIGHTS, TrainingDir, load_weights
 
     from .cards import trained_card
 
@@ -199,7 +199,7 @@ def export_trained(
     config_path, card_path = _inside(out_dir, f"{stem}.yaml"), _inside(out_dir, f"{stem}.md")
     write_atomic(config_path, cfg.to_yaml())
     weights_path = _inside(out_dir, f"{stem}.safetensors")
-    write_atomic(weights_path, (trained.path / "model.safetensors").read_bytes())
+    write_atomic(weights_path, (trained.path / WEIGHTS).read_bytes())
     exported = Exported(trial.number if trial is not None else -1, stem, config_path, card_path, cost.params, cost.macs)
     exported.artifacts += [ArtifactInfo("yaml", config_path), ArtifactInfo("safetensors", weights_path)]
     with torch.no_grad():

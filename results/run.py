@@ -231,17 +231,16 @@ class Run:
 
     def finals(self) -> list[FinalRecord]:
         """Finished full trainings of this run's trials (`nas finalize`), by trial number."""
+        from train_proxy.checkpoint import TrainingDir
+
         final_dir = RunDir(self.path).final_dir
         records = []
         for d in sorted(final_dir.iterdir()) if final_dir.is_dir() else ():
             if not d.name.isdigit() or d.is_symlink():
                 continue
-            try:
-                r = json.loads((d / "result.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # not finished (or unreadable): not a final result
+            r = TrainingDir(d).result()
             if not isinstance(r, Mapping):
-                continue
+                continue  # not finished (or unreadable): not a final result
             records.append(FinalRecord(
                 number=int(d.name), path=d, status=str(r.get("status")), val_acc=_float(r.get("val_acc")),
                 best_val_acc=_float(r.get("best_val_acc")), test_acc=_float(r.get("test_acc")),

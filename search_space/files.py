@@ -48,7 +48,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except OSError as exc:
         with _ignored():
             os.unlink(tmp)
-        kind = DiskFullError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else UserError
+        kind = DiskFullError if is_disk_full(exc) else UserError
         raise kind(f"cannot write {path} ({exc.strerror}{free_space_note(exc, path.parent)})") from None
     except BaseException:  # a signal mid-write: no temporary file left behind
         with _ignored():
@@ -69,15 +69,24 @@ def make_output_dir(path: str | Path, what: str = "output directory", flag: str 
     return out
 
 
-def free_space_note(exc: OSError, directory: str | Path) -> str:
-    """", N MiB free in DIR" for a full disk or quota (what a user needs to act on), else ""."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return ""
+def is_disk_full(exc: BaseException) -> bool:
+    """No space left, or the quota used up: our own `DiskFullError` or the system's OSError."""
+    return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
+def free_space(directory: str | Path) -> str | None:
+    """"N MiB free in DIR", or None when the file system cannot be asked."""
     try:
         free = shutil.disk_usage(directory).free
     except OSError:
-        return ""
-    return f", {free / 2**20:.1f} MiB free in {directory}"
+        return None
+    return f"{free / 2**20:.1f} MiB free in {directory}"
+
+
+def free_space_note(exc: OSError, directory: str | Path) -> str:
+    """", N MiB free in DIR" for a full disk or quota (what a user needs to act on), else ""."""
+    free = free_space(directory) if is_disk_full(exc) else None
+    return f", {free}" if free else ""
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int = 2) -> None:

@@ -18,7 +18,6 @@ Training kwargs timm passes are honoured: ``drop_path_rate`` (stochastic depth m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,14 @@ import torch
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
+from train_proxy.checkpoint import CONFIG, SETTINGS, WEIGHTS, TrainingDir
+from train_proxy.data import IMAGENET_MEAN, IMAGENET_STD
+
 from .config import ArchConfig
 from .errors import UserError
 from .model import HybridNet, build_model
 from .zoo import load_zoo, resolve_config, zoo_names
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TRAINED_CONFIG, TRAINED_WEIGHTS, TRAINED_SETTINGS = "config.yaml", "model.safetensors", "train.json"
 PREFIX = "hybrid_nas"
 
 
@@ -53,19 +53,18 @@ def _resolve_arch(arch: str | Path | ArchConfig) -> tuple[ArchConfig, dict[str, 
         return arch, {}
     path = Path(arch)
     if path.is_dir():
-        path = path / TRAINED_CONFIG
+        path = path / CONFIG
     if not path.exists() and str(arch) in zoo_names():
         return load_zoo(str(arch)), {}
     cfg = resolve_config(str(path))
     known: dict[str, Any] = {}
-    weights, settings = path.parent / TRAINED_WEIGHTS, path.parent / TRAINED_SETTINGS
-    if path.name == TRAINED_CONFIG and weights.exists():
-        known["file"] = str(weights)
-    if path.name == TRAINED_CONFIG and settings.exists():
-        try:
-            given = json.loads(settings.read_text(encoding="utf-8")).get("input") or {}
-        except (OSError, ValueError):
-            given = {}
+    if path.name == CONFIG and (path.parent / WEIGHTS).exists():
+        known["file"] = str(path.parent / WEIGHTS)
+    if path.name == CONFIG and (path.parent / SETTINGS).exists():
+        try:  # what `nas train --save` recorded of the data the weights were trained on
+            given = TrainingDir(path.parent).settings().get("input") or {}
+        except UserError:
+            given = {}  # an unreadable train.json: the weights still load, with timm's defaults
         if isinstance(given, dict):
             for key in ("mean", "std"):
                 if isinstance(given.get(key), list) and len(given[key]) == 3:

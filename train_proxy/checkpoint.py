@@ -46,6 +46,11 @@ class TrainingDir:
 
     # -- opening ------------------------------------------------------------------------------
     @staticmethod
+    def holds_training(path: str | Path) -> bool:
+        """Whether ``path`` is (or was started as) a training directory."""
+        return (Path(path) / SETTINGS).exists() or (Path(path) / STATE).exists()
+
+    @staticmethod
     def check_new(path: str | Path) -> None:
         """Refuse, before anything is read or written, a ``path`` that cannot hold a new training."""
         path = Path(path)
@@ -54,7 +59,7 @@ class TrainingDir:
         if path.exists():
             if not path.is_dir():
                 raise UserError(f"--save {path}: exists and is not a directory")
-            if (path / STATE).exists() or (path / SETTINGS).exists():
+            if TrainingDir.holds_training(path):
                 raise UserError(f"--save {path}: already holds a training; continue it with --resume {path}")
             if any(path.iterdir()):
                 raise UserError(f"--save {path}: directory is not empty")

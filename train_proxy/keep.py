@@ -87,18 +87,12 @@ def run(
     *,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
-    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or continue) the training kept in ``keep`` to its end; write result.json and card.md.
-
-    ``overrides`` replaces spec fields that do not change the result's meaning (threads, device).
-    """
+    """Train (or continue) the training kept in ``keep`` to its end; write result.json and card.md."""
     from results.cards import trained_card
 
     settings = keep.settings()
     spec = saved_spec(keep)
-    if overrides:
-        spec = ProxySpec(**{**spec.to_dict(), **overrides})
     cfg = keep.source_config()
     if bundle is None:
         bundle = load_data(settings["data"], spec.resolution, fraction=spec.data_fraction)

@@ -363,6 +363,11 @@ class LatencyPredictor:
             name = f"{rt}{self.dev.type}-{_slug(self.device_key['name'])}-t{threads}-b{batch_size}-{digest}.json"
             self.path = self.cache_dir / name
             self._strict_file = False
+        self._start_empty()
+        self._load()
+
+    def _start_empty(self) -> None:
+        """The state of a table before anything is read or measured (every constructor's)."""
         self.entries: dict[str, dict[str, Any]] = {}  # key -> {"ms": median, "out": output layout}
         self.overhead: float | None = None  # per-network constant (ms)
         self.measurements = 0
@@ -370,7 +375,7 @@ class LatencyPredictor:
         self._bar: Any = None  # progress bar while ensure() measures
         self.calibration: list[dict[str, Any]] = []  # whole networks measured: features and latency
         self.correction: dict[str, float] | None = None  # group -> coefficient (see `calibrate`)
-        self._load()
+        self.resolution: int | None = None  # the deploy resolution a built table was made for
 
     @classmethod
     def for_table_file(cls, path: str | Path, *, device: str = "cpu", threads: int = 1, batch_size: int = 1,
@@ -379,7 +384,7 @@ class LatencyPredictor:
         """A portable table being built into ``path`` on this machine (continued if it exists)."""
         predictor = cls(device, threads, batch_size, warmup=warmup, repeats=repeats, runtime=runtime,
                         table_file=path)  # fmt: skip
-        predictor.resolution = resolution
+        predictor.resolution = resolution if resolution is not None else predictor.resolution
         return predictor
 
     @classmethod
@@ -399,13 +404,10 @@ class LatencyPredictor:
         predictor.progress, predictor.clock = False, str(key.get("clock", "wall"))
         predictor.device_key = dict(key)
         predictor.path, predictor.cache_dir = Path(path), Path(path).parent
+        predictor._start_empty()
         predictor.entries = dict(data["entries"])
         predictor.overhead = data.get("overhead_ms")
-        predictor.measurements = 0
-        predictor._plans, predictor._bar = {}, None
-        predictor.resolution = data.get("resolution")
-        predictor.calibration = list(data.get("calibration") or [])
-        predictor.correction = _read_correction(data.get("correction"), path)
+        predictor._take_extras(data)
         return predictor
 
     def describe(self) -> str:
@@ -431,40 +433,43 @@ class LatencyPredictor:
         return cls(device, threads, batch_size, cache_dir, **options)
 
     # -- persistence ------------------------------------------------------------------------
-    def _read_file(self) -> tuple[dict[str, dict[str, Any]], float | None]:
+    def _read_file(self) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any]]:
+        """(entries, overhead, the whole file) of this table's file, when it was made with this
+        predictor's settings; nothing otherwise."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {}, None
+            return {}, None, {}
         except (OSError, ValueError):
             if self._strict_file:
                 raise UserError(f"{self.path}: not a readable latency table; move it away or use another --out") from None
-            return {}, None  # a corrupt cache: rebuilt from measurements, never fatal
+            return {}, None, {}  # a corrupt cache: rebuilt from measurements, never fatal
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or data.get("key") != self.device_key:
             if self._strict_file:
                 theirs = data.get("key") if isinstance(data, dict) else None
                 raise UserError(f"{self.path}: a latency table measured with other settings ({_key_text(theirs)}); "
                                 f"this build is {_key_text(self.device_key)}: use another --out")  # fmt: skip
-            return {}, None
+            return {}, None, {}
         entries = {}
         for key, value in (data.get("entries") or {}).items():
             if isinstance(value, dict) and isinstance(value.get("ms"), (int, float)) and value.get("out") in LAYOUTS:
                 entries[key] = {"ms": float(value["ms"]), "out": value["out"]}
         overhead = data.get("overhead_ms")
-        return entries, float(overhead) if isinstance(overhead, (int, float)) else None
+        return entries, float(overhead) if isinstance(overhead, (int, float)) else None, data
 
     def _load(self) -> None:
-        entries, overhead = self._read_file()
+        entries, overhead, data = self._read_file()
         self.entries.update(entries)
         if overhead is not None:
             self.overhead = overhead
         if entries:
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            self.calibration = list(data.get("calibration") or [])
-            self.correction = _read_correction(data.get("correction"), self.path)
+            self._take_extras(data)
+
+    def _take_extras(self, data: dict[str, Any]) -> None:
+        """A stored table's calibration, correction and resolution."""
+        self.calibration = list(data.get("calibration") or [])
+        self.correction = _read_correction(data.get("correction"), self.path)
+        self.resolution = data.get("resolution")
 
     def _save(self) -> None:
         if self.frozen:
@@ -472,7 +477,7 @@ class LatencyPredictor:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with _locked(self.path):
-                on_disk, overhead = self._read_file()  # merge what other processes measured meanwhile
+                on_disk, overhead, _ = self._read_file()  # merge what other processes measured meanwhile
                 self.entries = {**on_disk, **self.entries}
                 if self.overhead is None:
                     self.overhead = overhead
@@ -481,7 +486,7 @@ class LatencyPredictor:
                     "key": self.device_key,
                     "timing": {"warmup": self.warmup, "repeats": self.repeats, "statistic": "median"},
                     "overhead_ms": self.overhead,
-                    "resolution": getattr(self, "resolution", None),
+                    "resolution": self.resolution,
                     "versions": {"hybrid_nas": _version("hybrid-nas"), "torch": torch.__version__,
                                  "runtime": runtime_version(self.runtime)},  # fmt: skip
                     "calibration": self.calibration,
@@ -495,15 +500,15 @@ class LatencyPredictor:
     # -- measuring --------------------------------------------------------------------------
     def measure_entry(self, part: Part, layout: str) -> dict[str, Any]:
         """Time ``part`` on an input in ``layout``; record the median and the output's layout."""
+        if self.frozen:
+            raise UserError(f"{self.path}: no entry for {_entry_text(part.entry)} ({layout} input); the table does "
+                            "not cover this architecture")  # fmt: skip
         with torch.random.fork_rng(devices=[]):  # building modules must not move the caller's RNG
             torch.manual_seed(0)
             module, shape = build_entry(part.entry)
             x = torch.randn(self.batch_size, *shape)
         if layout == "nhwc":
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.frozen:
-            raise UserError(f"{self.path}: no entry for {_entry_text(part.entry)} ({layout} input); the table does "
-                            "not cover this architecture")  # fmt: skip
         times = time_module(
             module,
             x,
@@ -716,7 +721,7 @@ class LatencyPredictor:
                 previous = order.index(part.name)
                 key = part.key("any")
                 known = slots[part.name].get(key)
-                if known is None or known.count < part.count:
+                if known is None or known.count < part.count:  # keep the most repeats of each entry
                     slots[part.name][key] = part
                 names.append(part.name)
             shapes.add(frozenset(names))

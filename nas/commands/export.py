@@ -45,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     source = Path(args.run_dir)
-    if (source / "train.json").exists() and not (source / "run.json").exists():
+    from results.run import is_run_dir
+    from train_proxy.checkpoint import SETTINGS
+
+    if (source / SETTINGS).exists() and not is_run_dir(source):
         if args.trial or args.top or args.weights:
             raise UserError(f"{source}: a training directory exports its one network; --trial, --top and --weights "
                             "are for run directories")  # fmt: skip

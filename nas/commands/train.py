@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         keep = _resumed(args)
         cfg, spec = keep.source_config(), kept.saved_spec(keep)
-        data, notice, evaluate_test = keep.settings()["data"], None, bool(keep.settings().get("evaluate_test"))
+        data, notice = keep.settings()["data"], None
     else:
         if not args.model:
             raise UserError("give a model (zoo name or config YAML) or --resume DIR")

@@ -25,10 +25,8 @@ never takes over trials that another live search is training.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -41,6 +39,7 @@ from typing import Any
 
 from search_space import SearchSpace
 from search_space.errors import DiskFullError, UserError
+from search_space.files import free_space, is_disk_full
 from search_space.yaml_io import read_text_file
 
 from ..units import format_macs
@@ -347,13 +346,10 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
             except KeyboardInterrupt:
                 _mark(plan.run_dir, "interrupted")
                 raise
-            except (DiskFullError, OSError) as exc:
-                if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    _mark(plan.run_dir, "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
-                    raise
-                _mark(plan.run_dir, "interrupted", "disk full")  # best effort: the disk is full
-                raise _disk_full(plan.run_dir, str(exc)) from None
             except BaseException as exc:
+                if is_disk_full(exc):
+                    _mark(plan.run_dir, "interrupted", "disk full")  # best effort: the disk is full
+                    raise _disk_full(plan.run_dir, str(exc)) from None
                 _mark(plan.run_dir, "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
                 raise
     except KeyboardInterrupt:
@@ -369,10 +365,7 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
 
 
 def _disk_full(rd: RunDir, detail: str) -> DiskFullError:
-    try:
-        free = f"{shutil.disk_usage(rd.path).free / 2**20:.1f} MiB free"
-    except OSError:
-        free = "free space unknown"
+    free = free_space(rd.path) or "free space unknown"
     return DiskFullError(f"{rd.path}: disk full ({free}; {detail}); free some space, then continue with "
                          f"nas search --resume --out {rd.path}")  # fmt: skip
 
@@ -588,7 +581,7 @@ class _DiskFullLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         text = f"{record.getMessage()} {exc or ''}"
-        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = exc is not None and is_disk_full(exc)
         if full or "No space left on device" in text or "errno 28" in text.lower():
             self.searcher.disk_full = self.searcher.disk_full or "no space left for Ray Tune's state"
             return False

@@ -30,7 +30,6 @@ so tight the sampler cannot find feasible architectures).
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.errors import DiskFullError, UserError
+from search_space.files import is_disk_full
 
 from ..units import format_count, format_macs
 from .faults import DriverFaults
@@ -258,12 +258,14 @@ class NasSearcher(OptunaSearch):
         start nothing new, and let the runner end the search with one line (`disk_full`)."""
         try:
             yield
-        except DiskFullError as exc:
-            self.disk_full = self.disk_full or str(exc)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        except (DiskFullError, OSError) as exc:
+            if not is_disk_full(exc):
                 raise
-            self.disk_full = self.disk_full or f"{exc.strerror} writing {exc.filename or 'the run directory'}"
+            if isinstance(exc, DiskFullError):
+                detail = str(exc)
+            else:
+                detail = f"{exc.strerror} writing {exc.filename or 'the run directory'}"
+            self.disk_full = self.disk_full or detail
 
     def _suggest(self, trial_id: str) -> dict | None:
         for _ in range(MAX_CONSECUTIVE_SKIPS):
