@@ -55,6 +55,6 @@ def print_json(obj: Any) -> None:
 # --data of the commands that train (nas train/search/fidelity, scaling coeffs); the default is
 # resolved by train_proxy.data.default_data_spec when the data is needed.
 DATA_HELP = (
-    "fashion-mnist, fashion-mnist:DIR, mnist:DIR, digits (the default for now: see the README), "
-    "cifar10:PATH or imagefolder:PATH"
+    "fashion-mnist (the default where installed), fashion-mnist:DIR, mnist:DIR, digits (the default "
+    "elsewhere), cifar10:PATH or imagefolder:PATH"
 )

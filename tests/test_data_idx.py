@@ -162,12 +162,14 @@ def test_installed_copy_and_the_default(tmp_path: Path, monkeypatch: pytest.Monk
     _write(tmp_path / "mine", True, _standard())
     monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "mine"))
     assert load_data("fashion-mnist", 32).name == "fashion-mnist"
-    assert D.default_data_spec() == "digits"  # until a Fashion-MNIST proxy fits the default search's time
-    notice = D.default_data_notice()
-    assert notice is not None and "\n" not in notice and "--data fashion-mnist" in notice
+    assert D.default_data_spec() == "fashion-mnist"  # installed: the real data is the default, silently
+    assert D.default_data_notice() is None
+    assert D.resolve_data_arg(None) == ("fashion-mnist", None)
     monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "empty"))
     notice = D.default_data_notice()
     assert notice is not None and "\n" not in notice and "apt-get install dataset-fashion-mnist" in notice
+    assert "not installed" in notice and "digits" in notice
+    assert D.default_data_spec() == "digits"
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         load_data("fashion-mnist", 32)
     assert D.resolve_data_arg("digits") == ("digits", None)
@@ -206,7 +208,7 @@ def test_commands_resolve_the_default(tmp_path: Path, monkeypatch: pytest.Monkey
     _write(tmp_path / "mine", False, _standard())
     monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "mine"))
     args = build_parser().parse_args(["search", "--budget", "4G"])
-    assert new_settings(args).to_json()["data"] == D.default_data_spec()  # resolved, never "default"
+    assert new_settings(args).to_json()["data"] == "fashion-mnist"  # resolved, never "default"
     args = build_parser().parse_args(["search", "--budget", "4G", "--data", "fashion-mnist"])
     assert new_settings(args).data == "fashion-mnist"
     monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "nothing-here"))

@@ -10,7 +10,14 @@ from scipy import stats
 
 from nas.cli import main
 from search_space.errors import UserError
-from train_proxy.fidelity import SIGNALS, FidelitySettings, rank_agreement, sample_architectures, top_k_overlap
+from train_proxy.fidelity import (
+    SIGNALS,
+    FidelitySettings,
+    bootstrap_agreement,
+    rank_agreement,
+    sample_architectures,
+    top_k_overlap,
+)
 
 TINY_SPACE = """\
 name: tiny
@@ -57,6 +64,30 @@ def test_constant_signal_has_no_correlation():
     assert out["kendall_tau"] is None and out["spearman_rho"] is None
 
 
+def test_bootstrap_of_a_perfect_and_a_reversed_signal_is_a_point():
+    # every resample of a strictly increasing pairing is concordant (ties are shared by both sides):
+    # tau and rho are 1 in every resample that is not constant, and the top-k sets always agree
+    ref = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2]
+    signal = [10 * r + 1 for r in ref]
+    out = bootstrap_agreement(signal, ref, 2, resamples=300, seed=4)
+    assert out["kendall_tau_low"] == pytest.approx(1.0) and out["kendall_tau_high"] == pytest.approx(1.0)
+    assert out["spearman_rho_low"] == pytest.approx(1.0) and out["spearman_rho_high"] == pytest.approx(1.0)
+    assert out["top_k_overlap_low"] == 1.0 and out["top_k_overlap_high"] == 1.0
+    reverse = bootstrap_agreement([-s for s in signal], ref, 2, resamples=300, seed=4)
+    assert reverse["kendall_tau_low"] == pytest.approx(-1.0) and reverse["kendall_tau_high"] == pytest.approx(-1.0)
+
+
+def test_bootstrap_interval_brackets_a_mixed_signal_and_needs_three_pairs():
+    ref = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    signal = [2, 1, 4, 3, 6, 5, 8, 7]  # four discordant neighbour pairs of 28: tau = (24 - 4) / 28
+    tau = rank_agreement(signal, ref, 2)["kendall_tau"]
+    assert tau == pytest.approx(20 / 28)
+    out = bootstrap_agreement(signal, ref, 2, resamples=500, seed=0)
+    assert out["kendall_tau_low"] < tau < out["kendall_tau_high"] <= 1.0
+    assert out == bootstrap_agreement(signal, ref, 2, resamples=500, seed=0)  # seeded
+    assert all(v is None for v in bootstrap_agreement([1.0, 2.0], [0.1, 0.2], 1).values())
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -98,6 +129,7 @@ def test_cli_fidelity_end_to_end(tmp_path, capsys):
         assert signal["n"] == 3
         assert signal["top_k_overlap"] in (0.0, 1.0)
         assert signal["kendall_tau"] is None or -1.0 <= signal["kendall_tau"] <= 1.0
+        assert "kendall_tau_low" in signal and "top_k_overlap_high" in signal
     rows = printed["architectures"]
     assert [r["index"] for r in rows] == [0, 1, 2]
     for r in rows:

@@ -115,7 +115,7 @@ def make_run(
     space = SearchSpace.default()
     rd = RunDir(root / name)
     settings = SearchSettings(budget_macs=budget, objectives=tuple(objectives), trials=n, epochs=3, concurrency=2,
-                              seed=seed, data_fraction=1.0)  # fmt: skip
+                              seed=seed, data_fraction=1.0, proxy_width=0.5)  # fmt: skip
     rd.create(settings.to_json(), (Path(__file__).parents[1] / "search_space" / "spaces" / "default.yaml").read_text())
     storage = JournalStorage(JournalFileBackend(str(rd.journal)))
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=settings.directions)

@@ -108,11 +108,7 @@ def test_saved_directory_holds_a_loadable_model_and_a_card(tmp_path, tiny_yaml, 
     assert json.loads(again.stdout)["val_acc"] == printed["val_acc"]
 
 
-def test_saved_training_scores_the_official_test_split(tmp_path, tiny_yaml):
-    from train_proxy.data import fashion_mnist_dir
-
-    if fashion_mnist_dir() is None and os.environ.get("CI") != "true":
-        pytest.skip("Fashion-MNIST not installed (bash scripts/install.sh --test installs it)")
+def test_saved_training_scores_the_official_test_split(tmp_path, tiny_yaml, fashion_mnist):
     d = tmp_path / "fm"
     done = nas("train", str(tiny_yaml), "--data", "fashion-mnist", "--epochs", "1", "--fraction", "0.02",
                "--threads", "1", "--no-progress", "--save", str(d), "--json")  # fmt: skip

@@ -11,8 +11,8 @@ Where a data set has an official test split of its own (the IDX folders' ``t10k`
 validation part is held out of the train split and the test split is kept apart in
 ``DataBundle.test``, for a final evaluation only: nothing in a search or proxy training reads it.
 
-The default data (`default_data_spec`) is digits for now (see DEFAULT_DATA_SPEC); Fashion-MNIST is
-`--data fashion-mnist`.
+The default data (`default_data_spec`) is Fashion-MNIST where it is installed, else digits with a
+one-line notice saying how to get the real data.
 
 Bundles are cached per (spec, resolution, fraction, seed, files' modification times): a search
 that trains many architectures in one process decodes the data once. Treat the tensors as
@@ -154,32 +154,20 @@ def fashion_mnist_dir(*, required: bool = False) -> Path | None:
     raise UserError(f"fashion-mnist: the four IDX files are not in {where}; {FASHION_MNIST_HELP}")
 
 
-# The default stays the bundled digits until a proxy recipe for Fashion-MNIST has been measured
-# that keeps the bare `nas search --budget 4GFLOPs` within 10 minutes on 2 cores: with today's
-# proxy (3 epochs, 32 px, half width, half the train split, the full validation split) one trial
-# takes minutes there (570 s on a loaded 2-core machine, against 10 s on digits). The switch is
-# this one constant.
-DEFAULT_DATA_SPEC = "digits"
-
-
 def default_data_spec() -> str:
-    """The data of a command not given ``--data``."""
-    return DEFAULT_DATA_SPEC
+    """The data of a command not given ``--data``: Fashion-MNIST where it is installed (Debian's
+    package, or the folder ``$HYBRID_NAS_FASHION_MNIST`` names), the bundled digits otherwise."""
+    return "fashion-mnist" if fashion_mnist_dir() is not None else "digits"
 
 
 def default_data_notice() -> str | None:
-    """One line saying what the default data is and how to use the real data (None when the
-    default is real data)."""
-    if DEFAULT_DATA_SPEC != "digits":
+    """One line saying why the default fell back to digits and how to get the real data (None
+    when the default is the real data)."""
+    if default_data_spec() != "digits":
         return None
-    if fashion_mnist_dir() is not None:
-        return (
-            "note: using the small bundled digits data by default (8x8 images; nearly every architecture "
-            "scores alike there); Fashion-MNIST is installed: give --data fashion-mnist for real data"
-        )
     return (
-        "note: using the small bundled digits data (8x8 images; nearly every architecture scores alike "
-        f"there); to get real data: {FASHION_MNIST_HELP}, then give --data fashion-mnist"
+        "note: Fashion-MNIST is not installed, so this uses the small bundled digits data (8x8 images; "
+        f"nearly every architecture scores alike there); to get real data: {FASHION_MNIST_HELP}"
     )
 
 

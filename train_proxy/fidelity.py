@@ -11,7 +11,8 @@ cheap signals a search can rank by
 and a reference: validation accuracy after a longer training (``epochs_ref`` epochs at
 ``ref_resolution`` on all the data). Each signal is then compared with the reference by Kendall's
 tau, Spearman's rho (``scipy.stats``) and the top-k overlap (the share of the reference's k best
-architectures that the signal also puts in its k best). Every signal is read as "larger predicts
+architectures that the signal also puts in its k best), each with a percentile bootstrap interval
+over architectures (`bootstrap_agreement`). Every signal is read as "larger predicts
 better" (for MACs and params that is the "bigger is better" baseline zero-cost scores must beat).
 
 Architectures are evaluated in parallel worker processes, one torch thread each (on a 2-core
@@ -19,12 +20,11 @@ machine two single-threaded trainings finish sooner than one two-threaded one, a
 than free cores slow torch down badly). Trainings use the same seed for every architecture, so
 rankings reflect architectures, not seeds; their warm-up is a fifth of the run (at most an epoch).
 
-Cost: the defaults (6 architectures of the default space, proxy 1 epoch on a quarter of digits,
-reference 2 epochs, both at 32 px) train 2.25 epoch-equivalents per architecture. Measured on the
-2-core development machine while other jobs kept its load average at 4-8: 16 min wall, 813 CPU
-seconds, i.e. about 7 min when both cores are free. On digits the reference accuracies crowd at
-0.94-0.98, so a smoke-scale study ranks mostly noise; trust rankings from more architectures,
-longer references and harder data (``--data cifar10:PATH``).
+Cost: one reference epoch at full width on Fashion-MNIST's 48,000 training images takes 5-15
+CPU-minutes per architecture of the default space (measured: docs/fidelity.md), so a study is a
+matter of an hour on 2 cores; `benchmarks/bench_proxy_fidelity.py` is the study behind the
+search's default proxy. On digits the reference accuracies crowd at 0.94-0.98 and rankings are
+mostly noise.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class FidelitySettings:
     proxy_resolution: int = 32
     ref_resolution: int = 32
     proxy_fraction: float = 0.25
+    proxy_width: float = 1.0  # width multiplier of the proxy model (the reference trains at full width)
     top_k: int | None = None  # default: max(1, n // 3)
     data: str = "digits"
     batch_size: int = 64
@@ -72,6 +73,7 @@ class FidelitySettings:
             value = getattr(self, name)
             need(value >= 32 and value % 32 == 0, f"{name.replace('_', ' ')} {value} is not a positive multiple of 32")
         need(0.0 < self.proxy_fraction <= 1.0, f"proxy fraction must be in (0, 1], got {self.proxy_fraction}")
+        need(0.0 < self.proxy_width <= 4.0, f"proxy width must be in (0, 4], got {self.proxy_width}")
         need(
             self.top_k is None or 1 <= self.top_k < self.n, f"top-k must be in [1, n), got {self.top_k} for n={self.n}"
         )
@@ -79,7 +81,8 @@ class FidelitySettings:
         need(
             self.epochs_ref > self.epochs_proxy
             or self.ref_resolution > self.proxy_resolution
-            or self.proxy_fraction < 1.0,
+            or self.proxy_fraction < 1.0
+            or self.proxy_width < 1.0,
             "the reference must train longer, at a higher resolution or on more data than the proxy",
         )
 
@@ -123,15 +126,9 @@ def sample_architectures(settings: FidelitySettings) -> list[ArchConfig]:
     raise UserError(f"fidelity: the space yields fewer than {settings.n} distinct architectures")
 
 
-def warmup_epochs(epochs: int) -> float:
-    """A fifth of a short run, at most one epoch: with the trainer's default of one epoch, a
-    one-epoch proxy would be all warm-up and end at the peak learning rate, not annealed."""
-    return min(1.0, 0.2 * epochs)
-
-
 def evaluate_architecture(index: int, cfg: ArchConfig, settings: FidelitySettings) -> dict[str, Any]:
     """Every signal and the reference accuracy of one architecture (runs in a worker process)."""
-    from .trainer import ProxySpec, train_proxy
+    from .trainer import ProxySpec, train_proxy, warmup_epochs
     from .zero_cost import zero_cost_scores
 
     cost = analytic_cost(cfg)
@@ -140,6 +137,7 @@ def evaluate_architecture(index: int, cfg: ArchConfig, settings: FidelitySetting
 
     spec = ProxySpec(resolution=settings.proxy_resolution, epochs=settings.epochs_proxy,
                      batch_size=settings.batch_size, data_fraction=settings.proxy_fraction,
+                     width_multiplier=settings.proxy_width,
                      warmup_epochs=warmup_epochs(settings.epochs_proxy), seed=settings.seed,
                      threads=settings.threads, device="cpu")  # fmt: skip
     proxy = train_proxy(cfg, spec, settings.data)
@@ -198,6 +196,40 @@ def rank_agreement(signal: list[float], reference: list[float], k: int) -> dict[
     return out
 
 
+def bootstrap_agreement(
+    signal: list[float], reference: list[float], k: int, *, resamples: int = 2000, level: float = 0.9, seed: int = 0
+) -> dict[str, float | None]:
+    """Percentile bootstrap intervals (architectures resampled with replacement) of Kendall tau,
+    Spearman rho and the top-k overlap: ``<name>_low`` / ``<name>_high`` at ``level``.
+
+    A resample whose signal or reference is constant has no rank correlation and is left out of
+    that statistic's interval (the overlap still counts it)."""
+    import numpy as np
+    from scipy import stats
+
+    pairs = [(s, r) for s, r in zip(signal, reference) if math.isfinite(s) and math.isfinite(r)]
+    names = ("kendall_tau", "spearman_rho", "top_k_overlap")
+    out: dict[str, float | None] = {f"{n}_{end}": None for n in names for end in ("low", "high")}
+    if len(pairs) < 3:
+        return out
+    xs, ys = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(resamples):
+        pick = rng.integers(0, len(xs), len(xs))
+        x, y = xs[pick], ys[pick]
+        # duplicated architectures are ties, which is what a resample of them means
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            draws["kendall_tau"].append(float(stats.kendalltau(x, y).statistic))
+            draws["spearman_rho"].append(float(stats.spearmanr(x, y).statistic))
+        draws["top_k_overlap"].append(top_k_overlap(list(x), list(y), min(k, len(x))))
+    tail = (1.0 - level) / 2 * 100
+    for name, values in draws.items():
+        if values:
+            out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+    return out
+
+
 # -- the study ------------------------------------------------------------------------------
 
 
@@ -228,7 +260,9 @@ def run_fidelity(
     reference = [r["reference"] for r in rows]
     signals = {}
     for name in SIGNALS:
-        agreement = rank_agreement([float(r[name]) for r in rows], reference, settings.k)
+        values = [float(r[name]) for r in rows]
+        agreement = rank_agreement(values, reference, settings.k)
+        agreement.update(bootstrap_agreement(values, reference, settings.k, seed=settings.seed))
         timing = [r["seconds"][name] for r in rows]
         agreement["seconds_per_arch"] = sum(timing) / len(timing)
         signals[name] = agreement
@@ -249,6 +283,16 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _with_interval(agreement: dict[str, Any], name: str) -> str:
+    """"+0.42 [+0.10, +0.71]": the statistic and its bootstrap interval, where there is one."""
+    value, low, high = agreement.get(name), agreement.get(f"{name}_low"), agreement.get(f"{name}_high")
+    if value is None:
+        return "-"
+    if low is None or high is None:
+        return f"{value:+.3f}"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def _si(value: float) -> str:
     """1.23G, 45.6M, 7.8k: counts of very different sizes in one column."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -262,8 +306,9 @@ def format_table(report: FidelityReport) -> str:
     k = s.k
     lines = [
         f"{s.n} architectures (seed {s.seed}, {s.space or 'default space'}), data {s.data}; "
-        f"proxy: {s.epochs_proxy} epoch(s) at {s.proxy_resolution} px on {s.proxy_fraction:.0%} of the data; "
-        f"reference: {s.epochs_ref} epoch(s) at {s.ref_resolution} px",
+        f"proxy: {s.epochs_proxy} epoch(s) at {s.proxy_resolution} px, width x{s.proxy_width:g}, on "
+        f"{s.proxy_fraction:.0%} of the data; reference: {s.epochs_ref} epoch(s) at {s.ref_resolution} px, full width, "
+        "all the data",
         "",
         f"{'arch':<7} {'blocks':<36} {'MACs':>7} {'params':>7} {'proxy':>6} {'synflow':>9} {'naswot':>7} "
         f"{'gradnorm':>8} {'ref':>6}",
@@ -276,16 +321,17 @@ def format_table(report: FidelityReport) -> str:
         )
     lines += [
         "",
-        f"{'signal':<9} {'Kendall tau':>11} {'Spearman rho':>12} {f'top-{k} overlap':>14} {'s/arch':>8}",
+        f"{'signal':<9} {'Kendall tau [90% CI]':>22} {'Spearman rho [90% CI]':>22} {f'top-{k} overlap':>14} "
+        f"{'s/arch':>8}",
     ]
     for name in SIGNALS:
         a = report.signals[name]
         overlap = "-" if a["top_k_overlap"] is None else f"{round(a['top_k_overlap'] * k)}/{k}"
         lines.append(
-            f"{name:<9} {_fmt(a['kendall_tau'], '+.3f'):>11} {_fmt(a['spearman_rho'], '+.3f'):>12} "
+            f"{name:<9} {_with_interval(a, 'kendall_tau'):>22} {_with_interval(a, 'spearman_rho'):>22} "
             f"{overlap:>14} {a['seconds_per_arch']:>8.2f}"
         )
-    lines.append(f"{'reference':<9} {'':>11} {'':>12} {'':>14} {report.signals['reference']['seconds_per_arch']:>8.2f}")
+    lines.append(f"{'reference':<9} {'':>22} {'':>22} {'':>14} {report.signals['reference']['seconds_per_arch']:>8.2f}")
     if report.excluded:
         lines.append(f"excluded (reference training failed): {', '.join(f'arch{i}' for i in report.excluded)}")
     lines.append(f"total {report.seconds:.0f} s")

@@ -62,6 +62,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def warmup_epochs(epochs: int) -> float:
+    """The warm-up of a proxy training: a fifth of the run, at most one epoch. With the spec's
+    default of one epoch, a one-epoch proxy would be all warm-up and end at the peak learning
+    rate, never annealed."""
+    return min(1.0, 0.2 * epochs)
+
+
 @dataclass(frozen=True)
 class ProxySpec:
     """How to train a proxy: resolution, length, data share, width and optimiser settings."""

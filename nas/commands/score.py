@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from search_space import resolve_config
 
 from train_proxy.zero_cost import PROXIES
 
-from ..cli_utils import positive_int, print_json, resolution_arg
+from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proxy", required=True, choices=PROXIES, help="which score")
     p.add_argument("--resolution", type=resolution_arg, default=32, help="input side (default: 32, the proxy's)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images in the batch (default: 32)")
-    p.add_argument("--data", default="digits", help="digits | cifar10:PATH | imagefolder:PATH (default: digits)")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--seed", type=int, default=0, help="draws the initial weights and the batch (default: 0)")
     p.add_argument(
         "--threads",
@@ -42,12 +43,17 @@ def run(args: argparse.Namespace) -> int:
 
     from train_proxy.zero_cost import zero_cost_score
 
+    from train_proxy.data import resolve_data_arg
+
     cfg = resolve_config(args.model)
+    data, notice = resolve_data_arg(args.data)
+    if notice:
+        print(notice, file=sys.stderr)
     start = time.perf_counter()
     score = zero_cost_score(
         cfg,
         args.proxy,
-        data=args.data,
+        data=data,
         resolution=args.resolution,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -61,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "finite": math.isfinite(score),
         "resolution": args.resolution,
         "batch_size": args.batch_size,
-        "data": args.data,
+        "data": data,
         "seed": args.seed,
         "seconds": seconds,
     }

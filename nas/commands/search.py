@@ -12,8 +12,9 @@ from ..search import settings as S
 DEFAULTS = textwrap.fill(
     f"Defaults ({S.DEFAULT_TRIALS} trials of up to {S.DEFAULT_EPOCHS} epochs at {S.DEFAULT_PROXY_RESOLUTION} px, "
     f"proxy width x{S.DEFAULT_PROXY_WIDTH:g}, on {S.DEFAULT_DATA_FRACTION:g} of the training data, one trial per "
-    "CPU) are a first look (the README gives measured times). The default data is still the small bundled digits "
-    "(real data: --data fashion-mnist, installed by scripts/install.sh). Scale up with --trials/--epochs/--proxy-resolution/--proxy-width, "
+    "CPU) are sized to finish within 10 minutes on 2 CPU cores (the README gives measured times and fronts). "
+    "The default data is Fashion-MNIST where it is installed (scripts/install.sh installs it), else the bundled "
+    "digits with a one-line notice. Scale up with --trials/--epochs/--proxy-resolution/--proxy-width, "
     "other data (--data fashion-mnist, cifar10:PATH or imagefolder:PATH), a GPU (used automatically when Ray sees one), or a cluster "
     "(--address HOST:PORT of `ray start --head`).",
     width=98,

@@ -75,6 +75,7 @@ TRAINING_FLAGS = ("data", "epochs", "resolution", "batch_size", "seed", "fractio
 
 def run(args: argparse.Namespace) -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
+    from train_proxy.trainer import warmup_epochs
     from train_proxy import keep as kept
     from train_proxy.checkpoint import TrainingDir
     from train_proxy.data import resolve_data_arg
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         spec = ProxySpec(
             resolution=args.resolution,
             epochs=args.epochs,
+            warmup_epochs=warmup_epochs(args.epochs),
             batch_size=args.batch_size,
             data_fraction=args.fraction,
             width_multiplier=args.width_mult,

@@ -37,11 +37,12 @@ def ray_node_id() -> str | None:
 
 
 def proxy_spec(settings: dict[str, Any], seed: int, threads: int) -> Any:
-    from train_proxy.trainer import ProxySpec
+    from train_proxy.trainer import ProxySpec, warmup_epochs
 
     return ProxySpec(
         resolution=settings["proxy_resolution"],
         epochs=settings["epochs"],
+        warmup_epochs=warmup_epochs(settings["epochs"]),  # the recipe docs/fidelity.md measured
         batch_size=settings["batch_size"],
         data_fraction=settings["data_fraction"],  # equal to the loaded bundle's: used as it is
         width_multiplier=settings["proxy_width"],

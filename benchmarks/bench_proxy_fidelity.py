@@ -1,0 +1,253 @@
+"""Proxy fidelity on Fashion-MNIST: which cheap signal ranks architectures like a real training does.
+
+    PYTHONPATH=$PWD python3 benchmarks/bench_proxy_fidelity.py --cache /tmp/fidelity-cache \
+        --json docs/fidelity.json --markdown docs/fidelity-table.md
+
+Twelve architectures of the default space, spread over the MAC range a 4 GFLOPs search ranks
+(one per twelfth of the MAC quantiles of 4,000 seeded draws that fit the budget), are scored by
+
+* the reference: one training at full width on the whole train split (48,000 images; the
+  validation part of 12,000 is held out, the official test split is never read),
+* training proxies (`CANDIDATES`): the search's current default and cheaper variants along the
+  four knobs a proxy has (epochs, width multiplier, data fraction, resolution),
+* the zero-cost scores synflow, naswot and gradnorm, and the MACs and params baselines.
+
+Every (architecture, signal) evaluation is one task in one of two single-threaded worker
+processes; its CPU-seconds are the worker's process time around the task (data decoding
+excluded: each worker decodes the data once). Results go to ``--cache`` one file per task, so
+an interrupted study continues where it stopped; ``--only`` limits a call to some signals.
+The report gives, per signal, Kendall tau, Spearman rho and the top-3 overlap against the
+reference, each with a bootstrap 90 % interval over architectures, and the mean CPU-seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from search_space import ArchConfig, SearchSpace, analytic_cost
+from search_space.files import write_json_atomic
+from train_proxy.fidelity import bootstrap_agreement, rank_agreement
+
+DATA = "fashion-mnist"
+BUDGET_MACS = 4_000_000_000
+N_ARCHS = 12
+DRAWS = 4000
+SEED = 0
+TOP_K = 3
+
+# name (e<epochs>-w<width multiplier>-f<data fraction>[-r<resolution>]) -> (epochs, width, fraction,
+# resolution). All at batch 64, the trainer's
+# AdamW recipe, warm-up a fifth of the run (at most an epoch), stochastic depth off, seed 0.
+REFERENCE = (1, 1.0, 1.0, 32)
+CANDIDATES: dict[str, tuple[int, float, float, int]] = {
+    "e3-w0.5-f0.5 (old default)": (3, 0.5, 0.5, 32),
+    # a cheap base and one knob turned at a time
+    "e1-w0.25-f0.1": (1, 0.25, 0.1, 32),
+    "e2-w0.25-f0.1": (2, 0.25, 0.1, 32),
+    "e1-w0.5-f0.1": (1, 0.5, 0.1, 32),
+    "e1-w0.25-f0.25": (1, 0.25, 0.25, 32),
+    "e1-w0.25-f0.1-r64": (1, 0.25, 0.1, 64),
+}
+ZERO_COST = ("synflow", "naswot", "gradnorm")
+COUNTS = ("macs", "params")
+
+
+def choose_architectures() -> list[ArchConfig]:
+    """N_ARCHS distinct architectures at evenly spaced MAC quantiles of the budget-feasible draws."""
+    space = SearchSpace.default()
+    rng = random.Random(SEED)
+    feasible: dict[ArchConfig, int] = {}
+    for _ in range(DRAWS):
+        cfg = space.sample(rng)
+        macs = analytic_cost(cfg).macs
+        if macs <= BUDGET_MACS:
+            feasible.setdefault(cfg, macs)
+    ranked = sorted(feasible.items(), key=lambda item: item[1])
+    picks = [ranked[int((i + 0.5) / N_ARCHS * len(ranked))][0] for i in range(N_ARCHS)]
+    return [cfg.replace(name=f"a{i:02d}") for i, cfg in enumerate(picks)]
+
+
+# -- one task, in a worker process ------------------------------------------------------------
+
+_BUNDLES: dict[int, Any] = {}
+
+
+def _bundle(resolution: int):
+    from train_proxy.data import load_data
+
+    if resolution not in _BUNDLES:
+        _BUNDLES[resolution] = load_data(DATA, resolution)
+    return _BUNDLES[resolution]
+
+
+def run_task(cfg_dict: dict[str, Any], signal: str) -> dict[str, Any]:
+    import torch
+
+    from train_proxy.trainer import ProxySpec, train_proxy, warmup_epochs
+    from train_proxy.zero_cost import zero_cost_scores
+
+    torch.set_num_threads(1)
+    cfg = ArchConfig.from_dict(cfg_dict)
+    if signal == "reference" or signal in CANDIDATES:
+        epochs, width, fraction, resolution = REFERENCE if signal == "reference" else CANDIDATES[signal]
+        bundle = _bundle(resolution)
+        spec = ProxySpec(resolution=resolution, epochs=epochs, width_multiplier=width, data_fraction=fraction,
+                         warmup_epochs=warmup_epochs(epochs), seed=SEED, threads=1, device="cpu")  # fmt: skip
+        start = time.process_time()
+        result = train_proxy(cfg, spec, bundle)
+        cpu = time.process_time() - start
+        value = result.val_acc if result.status == "ok" else None
+        extra = {"status": result.status, "history": result.history, "n_train": result.n_train}
+    else:
+        _bundle(32)  # the score batch comes from the same decoded data
+        start = time.process_time()
+        value = zero_cost_scores(cfg, (signal,), data=DATA, resolution=32, batch_size=32, seed=SEED, threads=1)[signal]
+        cpu = time.process_time() - start
+        extra = {}
+    return {"arch": cfg.name, "signal": signal, "value": value, "cpu_seconds": cpu, **extra}
+
+
+# -- the study --------------------------------------------------------------------------------
+
+
+def cache_file(cache: Path, arch: str, signal: str) -> Path:
+    safe = "".join(c if c.isalnum() else "_" for c in signal)
+    return cache / f"{arch}__{safe}.json"
+
+
+def run_study(cfgs: list[ArchConfig], signals: list[str], cache: Path, workers: int) -> None:
+    macs = {c.name: analytic_cost(c).macs for c in cfgs}
+    todo = [(c, s) for s in signals for c in cfgs if not cache_file(cache, c.name, s).exists()]
+    # in the order asked; big architectures first, so the workers end together
+    todo.sort(key=lambda cs: (signals.index(cs[1]), -macs[cs[0].name]))
+    if not todo:
+        return
+    print(f"{len(todo)} tasks, {workers} workers", file=sys.stderr, flush=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_task, c.to_dict(), s): (c.name, s) for c, s in todo}
+        for future in as_completed(futures):
+            row = future.result()
+            write_json_atomic(cache_file(cache, row["arch"], row["signal"]), row)
+            print(f"{row['arch']} {row['signal']}: {row['value']} ({row['cpu_seconds']:.0f} CPU-s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
+    archs = []
+    for cfg in cfgs:
+        cost = analytic_cost(cfg)
+        row: dict[str, Any] = {"name": cfg.name, "blocks": [f"{s.block}x{s.depth}" for s in cfg.stages],
+                               "widths": [s.width for s in cfg.stages], "macs": cost.macs, "params": cost.params,
+                               "values": {"macs": cost.macs, "params": cost.params}, "cpu_seconds": {},
+                               "config": cfg.to_dict()}  # fmt: skip
+        for signal in ["reference", *CANDIDATES, *ZERO_COST]:
+            path = cache_file(cache, cfg.name, signal)
+            if path.exists():
+                task = json.loads(path.read_text())
+                row["values"][signal] = task["value"]
+                row["cpu_seconds"][signal] = task["cpu_seconds"]
+                if signal == "reference":
+                    row["reference_history"] = task.get("history")
+        archs.append(row)
+    reference = [a["values"].get("reference") for a in archs]
+    signals = {}
+    for signal in [*CANDIDATES, *ZERO_COST, *COUNTS]:
+        pairs = [(a["values"].get(signal), r) for a, r in zip(archs, reference)]
+        pairs = [(s, r) for s, r in pairs if s is not None and r is not None]
+        if len(pairs) < 3:
+            continue
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        cpu = [a["cpu_seconds"][signal] for a in archs if signal in a["cpu_seconds"]]
+        signals[signal] = {
+            **rank_agreement(xs, ys, TOP_K),
+            **bootstrap_agreement(xs, ys, TOP_K, seed=SEED),
+            "cpu_seconds_mean": sum(cpu) / len(cpu) if cpu else 0.0,
+        }
+    ref_cpu = [a["cpu_seconds"]["reference"] for a in archs if "reference" in a["cpu_seconds"]]
+    return {
+        "data": DATA,
+        "budget_macs": BUDGET_MACS,
+        "reference": {"epochs": REFERENCE[0], "width": REFERENCE[1], "fraction": REFERENCE[2],
+                      "resolution": REFERENCE[3], "cpu_seconds_mean": sum(ref_cpu) / max(1, len(ref_cpu)),
+                      "cpu_seconds_total": sum(ref_cpu)},  # fmt: skip
+        "candidates": {k: dict(zip(("epochs", "width", "fraction", "resolution"), v)) for k, v in CANDIDATES.items()},
+        "top_k": TOP_K,
+        "signals": signals,
+        "architectures": archs,
+    }
+
+
+def _ci(sig: dict[str, Any], key: str) -> str:
+    value, low, high = sig.get(key), sig.get(f"{key}_low"), sig.get(f"{key}_high")
+    if value is None:
+        return "-"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "| signal | Kendall tau [90 % CI] | Spearman rho [90 % CI] | top-3 overlap [90 % CI] | CPU-s / arch |",
+        "|---|---|---|---|---|",
+    ]
+    for name, sig in report["signals"].items():
+        overlap = sig.get("top_k_overlap")
+        ov = "-" if overlap is None else (
+            f"{round(overlap * TOP_K)}/{TOP_K} [{round(sig['top_k_overlap_low'] * TOP_K)}, "
+            f"{round(sig['top_k_overlap_high'] * TOP_K)}]"
+        )
+        lines.append(f"| {name} | {_ci(sig, 'kendall_tau')} | {_ci(sig, 'spearman_rho')} | {ov} | "
+                     f"{sig['cpu_seconds_mean']:.1f} |")  # fmt: skip
+    lines.append(f"| reference (1 ep, full width, all 48k) | | | | {report['reference']['cpu_seconds_mean']:.0f} |")
+    lines += ["", "| arch | blocks | widths | MACs (224 px) | params | " + " | ".join(
+        ["reference", *CANDIDATES]) + " |", "|---" * (5 + 1 + len(CANDIDATES)) + "|"]  # fmt: skip
+    for a in report["architectures"]:
+        vals = [a["values"].get(s) for s in ["reference", *CANDIDATES]]
+        lines.append(
+            f"| {a['name']} | {' '.join(a['blocks'])} | {'/'.join(map(str, a['widths']))} | {a['macs'] / 1e9:.2f} G | "
+            f"{a['params'] / 1e6:.1f} M | " + " | ".join("-" if v is None else f"{v:.4f}" for v in vals) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", required=True, help="folder of per-task results (created; reused to continue)")
+    ap.add_argument("--only", help="comma-separated signals to run now (reference, candidate names, zero-cost)")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--json", help="write the report's raw JSON here")
+    ap.add_argument("--markdown", help="write the tables here")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    cfgs = choose_architectures()
+    signals = ["reference", *CANDIDATES, *ZERO_COST]
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",")]
+        unknown = [s for s in wanted if s not in signals]
+        if unknown:
+            sys.exit(f"unknown signals {unknown}; known: {signals}")
+        signals = wanted
+    print(f"load average {os.getloadavg()[0]:.2f}; architectures: " + ", ".join(
+        f"{c.name} {analytic_cost(c).macs / 1e9:.2f}G" for c in cfgs), file=sys.stderr, flush=True)  # fmt: skip
+    run_study(cfgs, signals, cache, args.workers)
+    report = gather(cfgs, cache)
+    if args.json:
+        write_json_atomic(Path(args.json), report, indent=1)
+    table = markdown(report)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
