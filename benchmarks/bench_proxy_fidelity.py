@@ -196,8 +196,8 @@ def _ci(sig: dict[str, Any], key: str) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| signal | Kendall tau [90 % CI] | Spearman rho [90 % CI] | top-3 overlap [90 % CI] | CPU-s / arch |",
-        "|---|---|---|---|---|",
+        "| signal | n | Kendall tau [90 % CI] | Spearman rho [90 % CI] | top-3 overlap [90 % CI] | CPU-s / arch |",
+        "|---|---|---|---|---|---|",
     ]
     for name, sig in report["signals"].items():
         overlap = sig.get("top_k_overlap")
@@ -205,13 +205,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{round(overlap * TOP_K)}/{TOP_K} [{round(sig['top_k_overlap_low'] * TOP_K)}, "
             f"{round(sig['top_k_overlap_high'] * TOP_K)}]"
         )
-        lines.append(f"| {name} | {_ci(sig, 'kendall_tau')} | {_ci(sig, 'spearman_rho')} | {ov} | "
+        lines.append(f"| {name} | {sig['n']} | {_ci(sig, 'kendall_tau')} | {_ci(sig, 'spearman_rho')} | {ov} | "
                      f"{sig['cpu_seconds_mean']:.1f} |")  # fmt: skip
-    lines.append(f"| reference (1 ep, full width, all 48k) | | | | {report['reference']['cpu_seconds_mean']:.0f} |")
+    n_ref = sum(a["values"].get("reference") is not None for a in report["architectures"])
+    lines.append(f"| reference (1 ep, full width, all 48k) | {n_ref} | | | | {report['reference']['cpu_seconds_mean']:.0f} |")
+    measured = [c for c in CANDIDATES if any(a["values"].get(c) is not None for a in report["architectures"])]
     lines += ["", "| arch | blocks | widths | MACs (224 px) | params | " + " | ".join(
-        ["reference", *CANDIDATES]) + " |", "|---" * (5 + 1 + len(CANDIDATES)) + "|"]  # fmt: skip
+        ["reference", *measured]) + " |", "|---" * (5 + 1 + len(measured)) + "|"]  # fmt: skip
     for a in report["architectures"]:
-        vals = [a["values"].get(s) for s in ["reference", *CANDIDATES]]
+        vals = [a["values"].get(s) for s in ["reference", *measured]]
         lines.append(
             f"| {a['name']} | {' '.join(a['blocks'])} | {'/'.join(map(str, a['widths']))} | {a['macs'] / 1e9:.2f} G | "
             f"{a['params'] / 1e6:.1f} M | " + " | ".join("-" if v is None else f"{v:.4f}" for v in vals) + " |"

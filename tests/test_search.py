@@ -57,7 +57,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def existing_run(tmp_path: Path) -> Path:
     """A run directory as a (small, finished) search leaves it, written by hand."""
     rd = RunDir(tmp_path / "existing")
-    settings = SearchSettings(budget_macs=4_000_000_000, concurrency=2)
+    settings = SearchSettings(budget_macs=4_000_000_000, concurrency=2, epochs=3)
     rd.create(settings.to_json(), (Path(__file__).parents[1] / "search_space" / "spaces" / "default.yaml").read_text())
     rd.update(status="finished")
     (rd.trial_dir(0)).mkdir(parents=True)
