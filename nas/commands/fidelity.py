@@ -11,24 +11,22 @@ from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 from ..search import settings as S
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
+def _number_in(high: float):
+    """An argparse type: a float in (0, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not 0.0 < value <= high:
+            raise argparse.ArgumentTypeError(f"must be in (0, {high:g}], got {value}")
+        return value
+
+    return parse
 
 
-def _width(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 < value <= 4.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 4], got {value}")
-    return value
+_fraction, _width = _number_in(1.0), _number_in(4.0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
