@@ -35,7 +35,7 @@ from typing import Any
 
 from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.files import write_json_atomic
-from train_proxy.fidelity import bootstrap_agreement, rank_agreement
+from train_proxy.fidelity import bootstrap_agreement, format_with_interval, rank_agreement
 
 DATA = "fashion-mnist"
 BUDGET_MACS = 4_000_000_000
@@ -187,13 +187,6 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
     }
 
 
-def _ci(sig: dict[str, Any], key: str) -> str:
-    value, low, high = sig.get(key), sig.get(f"{key}_low"), sig.get(f"{key}_high")
-    if value is None:
-        return "-"
-    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
-
-
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "| signal | n | Kendall tau [90 % CI] | Spearman rho [90 % CI] | top-3 overlap [90 % CI] | CPU-s / arch |",
@@ -205,7 +198,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{round(overlap * TOP_K)}/{TOP_K} [{round(sig['top_k_overlap_low'] * TOP_K)}, "
             f"{round(sig['top_k_overlap_high'] * TOP_K)}]"
         )
-        lines.append(f"| {name} | {sig['n']} | {_ci(sig, 'kendall_tau')} | {_ci(sig, 'spearman_rho')} | {ov} | "
+        lines.append(f"| {name} | {sig['n']} | {format_with_interval(sig, 'kendall_tau')} | {format_with_interval(sig, 'spearman_rho')} | {ov} | "
                      f"{sig['cpu_seconds_mean']:.1f} |")  # fmt: skip
     n_ref = sum(a["values"].get("reference") is not None for a in report["architectures"])
     lines.append(f"| reference (1 ep, full width, all 48k) | {n_ref} | | | | {report['reference']['cpu_seconds_mean']:.0f} |")

@@ -283,7 +283,7 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _with_interval(agreement: dict[str, Any], name: str) -> str:
+def format_with_interval(agreement: dict[str, Any], name: str) -> str:
     """"+0.42 [+0.10, +0.71]": the statistic and its bootstrap interval, where there is one."""
     value, low, high = agreement.get(name), agreement.get(f"{name}_low"), agreement.get(f"{name}_high")
     if value is None:
@@ -328,7 +328,7 @@ def format_table(report: FidelityReport) -> str:
         a = report.signals[name]
         overlap = "-" if a["top_k_overlap"] is None else f"{round(a['top_k_overlap'] * k)}/{k}"
         lines.append(
-            f"{name:<9} {_with_interval(a, 'kendall_tau'):>22} {_with_interval(a, 'spearman_rho'):>22} "
+            f"{name:<9} {format_with_interval(a, 'kendall_tau'):>22} {format_with_interval(a, 'spearman_rho'):>22} "
             f"{overlap:>14} {a['seconds_per_arch']:>8.2f}"
         )
     lines.append(f"{'reference':<9} {'':>22} {'':>22} {'':>14} {report.signals['reference']['seconds_per_arch']:>8.2f}")
