@@ -267,7 +267,10 @@ def search_args(run_dir: Path, space: Path, *, trials: int, epochs: int = 1, con
     return [
         "search", "--budget", budget, "--space", str(space), "--trials", str(trials), "--epochs", str(epochs),
         "--data-fraction", str(data_fraction), "--batch-size", "32", "--concurrency", str(concurrency),
-        "--threads", "1", "--seed", "0", "--data", "digits", "--out", str(run_dir), *extra,
+        "--threads", "1", "--seed", "0", "--data", "digits", "--out", str(run_dir),
+        # The fault tests' timing (a kill lands while a trial trains) was sized with this proxy width;
+        # pinned so that a cheaper default proxy cannot finish a trial before the fault lands.
+        "--proxy-width", "0.5", *extra,
     ]  # fmt: skip
 
 

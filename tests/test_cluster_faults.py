@@ -101,8 +101,10 @@ def test_worker_node_killed_mid_trial(cluster: dict[str, Any], tmp_path: Path) -
     run = tmp_path / "run"
     log = tmp_path / "train.jsonl"
     env = dict(cluster["env"], HYBRID_NAS_TRAIN_LOG=str(log))
-    args = search_args(run, space, trials=requested, epochs=2, concurrency=2, data_fraction=0.4,
-                       extra=["--address", cluster["address"], "--max-failures", "2"])  # fmt: skip
+    # Full-width proxies on the whole digits split: an epoch long enough that the kill lands while the
+    # victim trains, before ASHA could stop it after its first epoch.
+    args = search_args(run, space, trials=requested, epochs=2, concurrency=2, data_fraction=1.0,
+                       extra=["--address", cluster["address"], "--max-failures", "2", "--proxy-width", "1"])  # fmt: skip
     out = tmp_path / "search.log"
     started = time.monotonic()
     search = start_cli(nas_cmd(*args), env, out)
