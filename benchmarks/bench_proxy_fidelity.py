@@ -35,7 +35,8 @@ from typing import Any
 
 from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.files import write_json_atomic
-from train_proxy.fidelity import bootstrap_agreement, format_with_interval, rank_agreement
+from nas.search import settings as search_defaults
+from train_proxy.fidelity import bootstrap_agreement, bootstrap_tau_difference, format_with_interval, rank_agreement
 
 DATA = "fashion-mnist"
 BUDGET_MACS = 4_000_000_000
@@ -175,6 +176,8 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
         }
     ref_cpu = [a["cpu_seconds"]["reference"] for a in archs if "reference" in a["cpu_seconds"]]
     return {
+        "default_proxy": default_proxy_name(),
+        "paired": paired_differences(archs, [c for c in CANDIDATES if c in signals]),
         "data": DATA,
         "budget_macs": BUDGET_MACS,
         "reference": {"epochs": REFERENCE[0], "width": REFERENCE[1], "fraction": REFERENCE[2],
@@ -185,6 +188,28 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
         "signals": signals,
         "architectures": archs,
     }
+
+
+def default_proxy_name() -> str | None:
+    """The candidate that is `nas search`'s default proxy, if it is one of them."""
+    d = search_defaults
+    wanted = (d.DEFAULT_EPOCHS, d.DEFAULT_PROXY_WIDTH, d.DEFAULT_DATA_FRACTION, d.DEFAULT_PROXY_RESOLUTION)
+    return next((name for name, recipe in CANDIDATES.items() if recipe == wanted), None)
+
+
+def paired_differences(archs: list[dict[str, Any]], proxies: list[str]) -> dict[str, dict[str, Any]]:
+    """Each training proxy's tau minus the MACs, params and default proxy's taus, paired bootstrap."""
+    rows = [a for a in archs if a["values"].get("reference") is not None]
+    reference = [a["values"]["reference"] for a in rows]
+    out: dict[str, dict[str, Any]] = {}
+    for proxy in proxies:
+        for baseline in [*COUNTS, default_proxy_name()]:
+            if baseline is None or baseline == proxy or any(a["values"].get(s) is None for a in rows for s in (proxy, baseline)):
+                continue
+            out.setdefault(proxy, {})[baseline] = bootstrap_tau_difference(
+                [a["values"][proxy] for a in rows], [a["values"][baseline] for a in rows], reference, seed=SEED
+            )
+    return out
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -211,6 +236,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {a['name']} | {' '.join(a['blocks'])} | {'/'.join(map(str, a['widths']))} | {a['macs'] / 1e9:.2f} G | "
             f"{a['params'] / 1e6:.1f} M | " + " | ".join("-" if v is None else f"{v:.4f}" for v in vals) + " |"
         )
+    baselines = sorted({b for diffs in report["paired"].values() for b in diffs}, key=lambda b: (b not in COUNTS, b))
+    lines += ["", "| proxy | " + " | ".join(f"tau - tau({b}) [90 % CI], ahead in" for b in baselines) + " |",
+              "|---" * (1 + len(baselines)) + "|"]  # fmt: skip
+    for proxy, diffs in report["paired"].items():
+        cells = []
+        for b in baselines:
+            d = diffs.get(b)
+            cells.append("-" if d is None or d["difference"] is None else
+                         f"{d['difference']:+.2f} [{d['difference_low']:+.2f}, {d['difference_high']:+.2f}], {d['ahead']:.0%}")  # fmt: skip
+        lines.append(f"| {proxy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ from train_proxy.fidelity import (
     SIGNALS,
     FidelitySettings,
     bootstrap_agreement,
+    bootstrap_tau_difference,
     rank_agreement,
     sample_architectures,
     top_k_overlap,
@@ -75,6 +76,25 @@ def test_bootstrap_of_a_perfect_and_a_reversed_signal_is_a_point():
     assert out["top_k_overlap_low"] == 1.0 and out["top_k_overlap_high"] == 1.0
     reverse = bootstrap_agreement([-s for s in signal], ref, 2, resamples=300, seed=4)
     assert reverse["kendall_tau_low"] == pytest.approx(-1.0) and reverse["kendall_tau_high"] == pytest.approx(-1.0)
+
+
+def test_paired_difference_of_a_perfect_and_a_reversed_signal_is_two():
+    # in every resample the perfect signal has tau 1 and the reversed one -1: the difference is 2
+    ref = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2]
+    perfect, reversed_ = [10 * r for r in ref], [-r for r in ref]
+    out = bootstrap_tau_difference(perfect, reversed_, ref, resamples=300, seed=1)
+    assert out["difference"] == pytest.approx(2.0)
+    assert out["difference_low"] == pytest.approx(2.0) and out["difference_high"] == pytest.approx(2.0)
+    assert out["ahead"] == 1.0
+
+
+def test_paired_difference_of_a_signal_with_itself_is_zero_and_never_ahead():
+    ref = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    signal = [2, 1, 4, 3, 6, 5, 8, 7]
+    out = bootstrap_tau_difference(signal, signal, ref, resamples=200, seed=0)
+    assert out["difference"] == 0.0 and out["difference_low"] == 0.0 and out["difference_high"] == 0.0
+    assert out["ahead"] == 0.0  # pairing: the same resample scores both, so no noise is left
+    assert all(v is None for v in bootstrap_tau_difference([1.0, 2.0], [2.0, 1.0], [0.1, 0.2]).values())
 
 
 def test_bootstrap_interval_brackets_a_mixed_signal_and_needs_three_pairs():
