@@ -202,8 +202,9 @@ def paired_differences(archs: list[dict[str, Any]], proxies: list[str]) -> dict[
     rows = [a for a in archs if a["values"].get("reference") is not None]
     reference = [a["values"]["reference"] for a in rows]
     out: dict[str, dict[str, Any]] = {}
+    baselines = [*COUNTS, default_proxy_name()]
     for proxy in proxies:
-        for baseline in [*COUNTS, default_proxy_name()]:
+        for baseline in baselines:
             if baseline is None or baseline == proxy or any(a["values"].get(s) is None for a in rows for s in (proxy, baseline)):
                 continue
             out.setdefault(proxy, {})[baseline] = bootstrap_tau_difference(
@@ -243,8 +244,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for b in baselines:
             d = diffs.get(b)
-            cells.append("-" if d is None or d["difference"] is None else
-                         f"{d['difference']:+.2f} [{d['difference_low']:+.2f}, {d['difference_high']:+.2f}], {d['ahead']:.0%}")  # fmt: skip
+            cells.append("-" if d is None or d["difference"] is None else f"{format_with_interval(d, 'difference')}, {d['ahead']:.0%}")
         lines.append(f"| {proxy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -263,14 +263,15 @@ def status_json(run_dir: Path, env: dict[str, str] | None = None) -> dict[str, A
 
 
 def search_args(run_dir: Path, space: Path, *, trials: int, epochs: int = 1, concurrency: int = 1,
-                data_fraction: float = 0.15, budget: str = TINY_BUDGET, extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
+                data_fraction: float = 0.15, proxy_width: float = 0.5, budget: str = TINY_BUDGET,
+                extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
     return [
         "search", "--budget", budget, "--space", str(space), "--trials", str(trials), "--epochs", str(epochs),
         "--data-fraction", str(data_fraction), "--batch-size", "32", "--concurrency", str(concurrency),
         "--threads", "1", "--seed", "0", "--data", "digits", "--out", str(run_dir),
-        # The fault tests' timing (a kill lands while a trial trains) was sized with this proxy width;
-        # pinned so that a cheaper default proxy cannot finish a trial before the fault lands.
-        "--proxy-width", "0.5", *extra,
+        # The fault tests' timing (a kill lands while a trial trains) is sized with an explicit proxy
+        # width, so that a cheaper default proxy cannot finish a trial before the fault lands.
+        "--proxy-width", str(proxy_width), *extra,
     ]  # fmt: skip
 
 

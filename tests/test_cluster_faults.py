@@ -104,7 +104,7 @@ def test_worker_node_killed_mid_trial(cluster: dict[str, Any], tmp_path: Path) -
     # Full-width proxies on the whole digits split: an epoch long enough that the kill lands while the
     # victim trains, before ASHA could stop it after its first epoch.
     args = search_args(run, space, trials=requested, epochs=2, concurrency=2, data_fraction=1.0,
-                       extra=["--address", cluster["address"], "--max-failures", "2", "--proxy-width", "1"])  # fmt: skip
+                       proxy_width=1.0, extra=["--address", cluster["address"], "--max-failures", "2"])  # fmt: skip
     out = tmp_path / "search.log"
     started = time.monotonic()
     search = start_cli(nas_cmd(*args), env, out)
