@@ -49,6 +49,9 @@ TOP_K = 3
 # resolution). All at batch 64, the trainer's
 # AdamW recipe, warm-up a fifth of the run (at most an epoch), stochastic depth off, seed 0.
 REFERENCE = (1, 1.0, 1.0, 32)
+# the reference trained again with other seeds (initialisation, data order, augmentation): how well
+# the reference agrees with itself is the ceiling no proxy can beat (the noise ceiling)
+REFERENCE_SEEDS = {"reference": SEED, "reference-seed1": 1}
 CANDIDATES: dict[str, tuple[int, float, float, int]] = {
     "e3-w0.5-f0.5 (old default)": (3, 0.5, 0.5, 32),
     # a cheap base and one knob turned at a time
@@ -62,19 +65,56 @@ ZERO_COST = ("synflow", "naswot", "gradnorm")
 COUNTS = ("macs", "params")
 
 
-def choose_architectures() -> list[ArchConfig]:
-    """N_ARCHS distinct architectures at evenly spaced MAC quantiles of the budget-feasible draws."""
-    space = SearchSpace.default()
+# pure-family architectures, so that tau can be read within a block family as well as across:
+# FAMILY_QUANTILES of the MAC distribution of the default space restricted to one block type
+FAMILIES = ("van", "cmt", "acmix")
+FAMILY_QUANTILES = (1 / 6, 3 / 6, 5 / 6)
+FAMILY_DRAWS = 2000
+
+
+def _feasible_by_macs(space: SearchSpace, draws: int) -> list[tuple[ArchConfig, int]]:
+    """Distinct seeded draws of ``space`` within the budget, sorted by MACs."""
     rng = random.Random(SEED)
     feasible: dict[ArchConfig, int] = {}
-    for _ in range(DRAWS):
+    for _ in range(draws):
         cfg = space.sample(rng)
         macs = analytic_cost(cfg).macs
         if macs <= BUDGET_MACS:
             feasible.setdefault(cfg, macs)
-    ranked = sorted(feasible.items(), key=lambda item: item[1])
+    return sorted(feasible.items(), key=lambda item: item[1])
+
+
+def choose_mixed_architectures() -> list[ArchConfig]:
+    """N_ARCHS distinct architectures at evenly spaced MAC quantiles of the budget-feasible draws
+    (a00-a11; the default space mixes block types, so most of them are mixed)."""
+    ranked = _feasible_by_macs(SearchSpace.default(), DRAWS)
     picks = [ranked[int((i + 0.5) / N_ARCHS * len(ranked))][0] for i in range(N_ARCHS)]
     return [cfg.replace(name=f"a{i:02d}") for i, cfg in enumerate(picks)]
+
+
+def choose_family_architectures() -> list[ArchConfig]:
+    """Three architectures per block family (van0-2, cmt0-2, acmix0-2): the default space with every
+    stage's block fixed to the family, at FAMILY_QUANTILES of its budget-feasible MACs."""
+    import yaml
+    from importlib import resources
+
+    base = yaml.safe_load(resources.files("search_space").joinpath("spaces/default.yaml").read_text())
+    picks = []
+    for family in FAMILIES:
+        data = {**base, "stages": [{**stage, "block": family} for stage in base["stages"]]}
+        ranked = _feasible_by_macs(SearchSpace.from_dict(data, f"default space, {family} only"), FAMILY_DRAWS)
+        picks += [ranked[int(q * len(ranked))][0].replace(name=f"{family}{i}") for i, q in enumerate(FAMILY_QUANTILES)]
+    return picks
+
+
+def choose_architectures() -> list[ArchConfig]:
+    return [*choose_mixed_architectures(), *choose_family_architectures()]
+
+
+def family(cfg_or_blocks: Any) -> str:
+    """The block family of an architecture ("van", "cmt", "acmix") or "mixed"."""
+    blocks = {s.block for s in cfg_or_blocks.stages} if hasattr(cfg_or_blocks, "stages") else set(cfg_or_blocks)
+    return next(iter(blocks)) if len(blocks) == 1 else "mixed"
 
 
 # -- one task, in a worker process ------------------------------------------------------------
@@ -98,11 +138,12 @@ def run_task(cfg_dict: dict[str, Any], signal: str) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     cfg = ArchConfig.from_dict(cfg_dict)
-    if signal == "reference" or signal in CANDIDATES:
-        epochs, width, fraction, resolution = REFERENCE if signal == "reference" else CANDIDATES[signal]
+    if signal in REFERENCE_SEEDS or signal in CANDIDATES:
+        epochs, width, fraction, resolution = REFERENCE if signal in REFERENCE_SEEDS else CANDIDATES[signal]
+        seed = REFERENCE_SEEDS.get(signal, SEED)
         bundle = _bundle(resolution)
         spec = ProxySpec(resolution=resolution, epochs=epochs, width_multiplier=width, data_fraction=fraction,
-                         warmup_epochs=warmup_epochs(epochs), seed=SEED, threads=1, device="cpu")  # fmt: skip
+                         warmup_epochs=warmup_epochs(epochs), seed=seed, threads=1, device="cpu")  # fmt: skip
         start = time.process_time()
         result = train_proxy(cfg, spec, bundle)
         cpu = time.process_time() - start
@@ -253,6 +294,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", required=True, help="folder of per-task results (created; reused to continue)")
     ap.add_argument("--only", help="comma-separated signals to run now (reference, candidate names, zero-cost)")
+    ap.add_argument("--archs", help="comma-separated architecture names to run now (default: all)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", help="write the report's raw JSON here")
     ap.add_argument("--markdown", help="write the tables here")
@@ -260,7 +302,11 @@ def main() -> None:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     cfgs = choose_architectures()
-    signals = ["reference", *CANDIDATES, *ZERO_COST]
+    run_cfgs = cfgs
+    if args.archs:
+        wanted_archs = [a.strip() for a in args.archs.split(",")]
+        run_cfgs = [c for c in cfgs if c.name in wanted_archs]
+    signals = [*REFERENCE_SEEDS, *CANDIDATES, *ZERO_COST]
     if args.only:
         wanted = [s.strip() for s in args.only.split(",")]
         unknown = [s for s in wanted if s not in signals]
@@ -269,7 +315,7 @@ def main() -> None:
         signals = wanted
     print(f"load average {os.getloadavg()[0]:.2f}; architectures: " + ", ".join(
         f"{c.name} {analytic_cost(c).macs / 1e9:.2f}G" for c in cfgs), file=sys.stderr, flush=True)  # fmt: skip
-    run_study(cfgs, signals, cache, args.workers)
+    run_study(run_cfgs, signals, cache, args.workers)
     report = gather(cfgs, cache)
     if args.json:
         write_json_atomic(Path(args.json), report, indent=1)
