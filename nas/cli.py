@@ -30,6 +30,7 @@ from typing import Sequence  # noqa: E402
 
 from search_space.errors import UserError  # noqa: E402
 from search_space.files import free_space_note, is_disk_full  # noqa: E402
+from search_space.text import printable  # noqa: E402
 
 from .cli_utils import OneLineErrorParser  # noqa: E402
 
@@ -85,12 +86,16 @@ def run_guarded(fn) -> int:  # type: ignore[no-untyped-def]
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:  # a network within every size bound can still be too big to build here
+        print("error: out of memory (the network or data is too big for this machine's memory)", file=sys.stderr)
+        return 2
     except OSError as exc:
         if not is_disk_full(exc):
             raise
         where = Path(exc.filename).parent if exc.filename else Path.cwd()
-        print(f"error: {exc.strerror} writing {exc.filename or 'a file'}{free_space_note(exc, where)}; free some "
-              "space and run the command again (a search continues with --resume)", file=sys.stderr)  # fmt: skip
+        print(printable(f"error: {exc.strerror} writing {exc.filename or 'a file'}{free_space_note(exc, where)}; "
+                        "free some space and run the command again (a search continues with --resume)"),
+              file=sys.stderr)  # fmt: skip
         return 2
     return int(code or 0)
 
@@ -99,8 +104,9 @@ MAX_ERROR_CHARS = 600
 
 
 def one_line(message: str) -> str:
-    """An error as one bounded line, whatever a value quoted inside it held."""
-    text = " ".join(message.split())
+    """An error as one bounded line, whatever a value quoted inside it held: line breaks become
+    spaces, other control characters (a path's terminal escapes) are escaped (`printable`)."""
+    text = printable(" ".join(message.split()))
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 

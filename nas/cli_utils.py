@@ -7,12 +7,15 @@ import json
 import sys
 from typing import Any, NoReturn
 
+from search_space.config import MAX_RESOLUTION  # one bound for configs, spaces and every --resolution
+from search_space.text import printable
+
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the problem (exit 2), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"{self.prog}: error: {printable(message)}", file=sys.stderr)  # argparse echoes the user's text
         sys.exit(2)
 
 
@@ -34,9 +37,6 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
-
-
-MAX_RESOLUTION = 2048
 
 
 def resolution_arg(text: str) -> int:

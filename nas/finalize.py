@@ -66,10 +66,11 @@ def plan(run_path: str | Path, trials: Sequence[int] | None, top: int | None, op
     for t in chosen:
         assert t.config is not None
         path = rd.final_trial_dir(t.number)
-        if path.is_symlink():
-            raise UserError(f"{path}: is a symbolic link; refusing to train into it")
+        for part in (rd.final_dir, path):  # every component below the run directory
+            if part.is_symlink():
+                raise UserError(f"{part}: is a symbolic link; refusing to train into it")
         if (path / SETTINGS).exists():
-            keep = TrainingDir.open(path, flag="final")
+            keep = TrainingDir.open(path, flag="final", root=run.path)
             _check_same(keep, spec, data, t.number)
             result = keep.result()
             state = "done" if result is not None and result.get("status") == "ok" else "resume"
@@ -97,8 +98,7 @@ def start_new(jobs: Sequence[Job], spec: ProxySpec, data: str, bundle: DataBundl
     for job in jobs:
         if job.state != "new":
             continue
-        job.path.parent.mkdir(parents=True, exist_ok=True)
-        keep = TrainingDir.create(job.path)
+        keep = TrainingDir.create(job.path, root=run.path)
         extra = {"model": f"{run.path} trial {job.trial.number}", "command": command, "created": now_iso(),
                  "versions": versions(), "run": str(run.path), "trial": job.trial.number,
                  "proxy_val_acc": job.trial.val_acc}  # fmt: skip
@@ -114,14 +114,14 @@ def train_all(jobs: Sequence[Job], concurrency: int, threads: int, gpus_per_job:
     if concurrency <= 1 or len(todo) <= 1:
         for job in todo:
             try:
-                report(job, kept.run(TrainingDir.open(job.path, flag="final"), bundle), None)
+                report(job, kept.run(TrainingDir.open(job.path, flag="final", root=_run_of(job)), bundle), None)
             except UserError as exc:
                 report(job, None, str(exc))
         return
     import ray
 
     remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_job, max_retries=0)(_train_in_worker)
-    pending = {remote.remote(str(job.path)): job for job in todo}
+    pending = {remote.remote(str(job.path), str(_run_of(job))): job for job in todo}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])
@@ -132,6 +132,11 @@ def train_all(jobs: Sequence[Job], concurrency: int, threads: int, gpus_per_job:
             report(job, None, f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}")
 
 
-def _train_in_worker(path: str) -> dict[str, Any]:
+def _run_of(job: Job) -> Path:
+    """The run directory a final training lives in (RUN/final/NNNNN): the root of its writes."""
+    return job.path.parent.parent
+
+
+def _train_in_worker(path: str, root: str) -> dict[str, Any]:
     # the trainer pins the saved spec's thread count itself
-    return kept.run(TrainingDir.open(path, flag="final"))
+    return kept.run(TrainingDir.open(path, flag="final", root=root))

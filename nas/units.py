@@ -8,6 +8,7 @@ import re
 from search_space.errors import UserError
 
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+MAX_QUANTITY = 1e18  # MACs or parameters: CMT-B has 9.3e9 MACs, 4.6e7 params
 _MACS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*(FLOPs|MACs)?\s*$", re.IGNORECASE)
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*$", re.IGNORECASE)
 
@@ -17,10 +18,14 @@ def _parse(text: str, pattern: re.Pattern[str], what: str, example: str) -> int:
     if not match:
         raise UserError(f"malformed {what} '{text}' (expected e.g. {example})")
     value = float(match.group(1)) * _SUFFIX[match.group(2).upper()]
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):  # 1e400 overflows to inf ("nan"/"inf" do not match the pattern)
+        raise UserError(f"{what} '{text}' is not a finite number")
+    if value <= 0:
         raise UserError(f"{what} '{text}' must be positive")
-    if value > 1e18:
-        raise UserError(f"{what} '{text}' is absurdly large")
+    if value > MAX_QUANTITY:
+        raise UserError(f"{what} '{text}' is absurdly large (at most {MAX_QUANTITY:.0e})")
+    if round(value) < 1:
+        raise UserError(f"{what} '{text}' is less than 1")
     return int(round(value))
 
 

@@ -4,16 +4,22 @@ A card says what the architecture is (per-stage summary, params and MACs at the 
 resolution, recounted analytically), how it was found (proxy accuracy and its settings, the
 search settings and seed), what was measured (latency with device and batch when the run
 recorded it), which files come with it, and how to rebuild it.
+
+Names, paths, commands and recorded values are the user's: they go into a card through
+`search_space.text` (`markdown`, `markdown_code`, `python_str` here), so a newline or a terminal
+escape in a config name or a directory name cannot add a section, break a table or a code span.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from search_space import ArchConfig, analytic_report
 from search_space.blocks import get_block
+from search_space.text import markdown, markdown_code, printable
 
 from .run import Run, TrialRecord
 
@@ -54,19 +60,19 @@ def stage_table(cfg: ArchConfig) -> str:
     stem = parts["stem"]
     stem_desc = "none (patch embed reads the image)"
     if cfg.stem.kind != "none":
-        stem_desc = f"{cfg.stem.kind}, {cfg.stem.channels} ch"
+        stem_desc = f"{markdown(cfg.stem.kind)}, {cfg.stem.channels} ch"
     lines.append(f"| stem | {stem_desc} | | | | | | | | | {_count(stem.params)} | {_macs(stem.macs)} |")
     for i, (stage, size) in enumerate(zip(cfg.stages, sizes)):
         cost = parts[f"stage{i + 1}"]
         summary = get_block(stage.block).summary(stage)
-        heads, kv, kernels = (summary.get(column, "-") for column in ("heads", "kv_reduction", "kernels"))
+        heads, kv, kernels = (markdown(summary.get(column, "-")) for column in ("heads", "kv_reduction", "kernels"))
         lines.append(
-            f"| stage {i + 1} | {stage.block} | {stage.depth} | {stage.width} | {size}x{size} | {heads} | "
-            f"{stage.mlp_ratio:g} | {kv} | {kernels} | {stage.channel_attention} | {_count(cost.params)} | "
+            f"| stage {i + 1} | {markdown(stage.block)} | {stage.depth} | {stage.width} | {size}x{size} | {heads} | "
+            f"{stage.mlp_ratio:g} | {kv} | {kernels} | {markdown(stage.channel_attention)} | {_count(cost.params)} | "
             f"{_macs(cost.macs)} |"
         )
     head = parts["head"]
-    head_desc = f"{cfg.head.kind}" + (f", fc_dim {cfg.head.fc_dim}" if cfg.head.kind == "conv_bn_act" else "")
+    head_desc = f"{markdown(cfg.head.kind)}" + (f", fc_dim {cfg.head.fc_dim}" if cfg.head.kind == "conv_bn_act" else "")
     lines.append(f"| head | {head_desc} -> {cfg.num_classes} classes | | | | | | | | | {_count(head.params)} | "
                  f"{_macs(head.macs)} |")  # fmt: skip
     return "\n".join(lines)
@@ -83,9 +89,10 @@ def model_card(
     s = run.settings
     total = analytic_report(cfg).total
     yaml_file = next((a.path.name for a in artifacts if a.kind == "yaml"), "CONFIG.yaml")
-    out: list[str] = [f"# {cfg.name}", ""]
+    out: list[str] = [f"# {markdown(cfg.name)}", ""]
     out.append(
-        f"Architecture found by `nas search` in run `{run.path}` (trial {trial.number}, status {trial.status}). "
+        f"Architecture found by `nas search` in run {markdown_code(run.path)} (trial {trial.number}, status "
+        f"{markdown(trial.status)}). "
         "A point of the hybrid VAN / CMT / ACmix space: the config describes the network; no trained weights "
         "come with it."
     )
@@ -111,11 +118,11 @@ def model_card(
         attrs = trial.user_attrs
         for key, label in LATENCY_DETAIL_ATTRS:
             if key in attrs:
-                details.append(f"{label} {attrs[key]}")
+                details.append(f"{label} {markdown(attrs[key])}")
         if not any(key in attrs for key, _ in LATENCY_DETAIL_ATTRS):
             # `nas search` re-measures its front on its latency device at batch 1 with one thread
             # (nas/search/pareto.py) and records only the median
-            details.append(f"runtime torch (eager), device {s.device}, batch size {SEARCH_LATENCY_BATCH}, {SEARCH_LATENCY_THREADS} thread, "
+            details.append(f"runtime torch (eager), device {markdown(s.device)}, batch size {SEARCH_LATENCY_BATCH}, {SEARCH_LATENCY_THREADS} thread, "
                            f"{cfg.resolution} px (nas search's re-measurement of its front)")  # fmt: skip
         out.append("- " + ", ".join(details))
     else:
@@ -123,11 +130,11 @@ def model_card(
                    "when latency is constrained or an objective)")  # fmt: skip
     if trial.latency_ms_predicted is not None:
         if s.latency_table:
-            out.append(f"- predicted by the target's lookup table `{s.latency_table}` (built there with nas "
+            out.append(f"- predicted by the target's lookup table {markdown_code(s.latency_table)} (built there with nas "
                        f"latency-table build; runtime, device, threads and batch are recorded in it): "
                        f"{trial.latency_ms_predicted:.3f} ms")  # fmt: skip
         else:
-            out.append(f"- predicted by the per-block lookup table: {trial.latency_ms_predicted:.3f} ms on {s.device} "
+            out.append(f"- predicted by the per-block lookup table: {trial.latency_ms_predicted:.3f} ms on {markdown(s.device)} "
                        "(PyTorch eager, batch 1, one thread)")  # fmt: skip
     out.append("")
 
@@ -137,34 +144,34 @@ def model_card(
                f"{_opt(trial.best_val_acc, '{:.4f}')}")  # fmt: skip
     width = f"width x{f.width:g} of the deploy widths" if f.width is not None else "width not recorded"
     out.append(f"- proxy: {f.epochs_trained or '-'} of {f.epochs or '-'} epochs at {f.resolution or '-'} px, {width}, "
-               f"batch {f.batch_size or '-'}, data `{f.data}` (fraction {f.data_fraction}), training seed {f.seed}, "
+               f"batch {f.batch_size or '-'}, data {markdown_code(f.data)} (fraction {f.data_fraction}), training seed {f.seed}, "
                f"{_opt(trial.train_seconds, '{:.1f}')} s of training")  # fmt: skip
     out.append("- a proxy accuracy ranks architectures; it is not the accuracy of the deploy model after a full "
                "training run")  # fmt: skip
     out.append("")
 
     out += ["## Search", ""]
-    out.append(f"- run: `{run.path}` ({run.display_status}), trial {trial.number}")
-    out.append(f"- command: `{' '.join(run.command) or '-'}`")
+    out.append(f"- run: {markdown_code(run.path)} ({markdown(run.display_status)}), trial {trial.number}")
+    out.append(f"- command: {markdown_code(' '.join(run.command) or '-')}")
     out.append(f"- budget: {_macs(s.budget_macs) if s.budget_macs else '-'} MACs; params limit: "
                f"{_count(s.max_params) if s.max_params else '-'}; latency limit: "
-               f"{f'{s.latency_ms:g} ms on {s.device}' if s.latency_ms else '-'}")  # fmt: skip
-    out.append(f"- objectives: {', '.join(s.objectives)}; sampler: {s.sampler}; seed: {s.seed}; trials requested: "
-               f"{s.trials}; concurrency: {s.concurrency}; space: {s.space}")  # fmt: skip
+               f"{f'{s.latency_ms:g} ms on {markdown(s.device)}' if s.latency_ms else '-'}")  # fmt: skip
+    out.append(markdown(f"- objectives: {', '.join(s.objectives)}; sampler: {s.sampler}; seed: {s.seed}; trials "
+                        f"requested: {s.trials}; concurrency: {s.concurrency}; space: {s.space}"))  # fmt: skip
     if trial.choices:
-        out.append(f"- sampler choices: `{', '.join(f'{k}={v}' for k, v in sorted(trial.choices.items()))}`")
+        out.append(f"- sampler choices: {markdown_code(', '.join(f'{k}={v}' for k, v in sorted(trial.choices.items())))}")
     if run.versions:
-        out.append(f"- versions: {', '.join(f'{k} {v}' for k, v in run.versions.items())}")
+        out.append(markdown(f"- versions: {', '.join(f'{k} {v}' for k, v in run.versions.items())}"))
     out.append("")
 
     out += files_section(artifacts, f"freshly initialised weights (torch seed {weights_seed}): train the model "
                          "before using them for predictions")  # fmt: skip
     out += ["## Rebuild", "", "```python", "from search_space import ArchConfig, analytic_cost, build_model", "",
-            f'cfg = ArchConfig.load("{yaml_file}")',
+            f"cfg = ArchConfig.load({python_str(yaml_file)})",
             "model = build_model(cfg)  # NCHW input, any side that is a multiple of 32; logits out",
             f"assert analytic_cost(cfg) == ({total.params}, {total.macs})  # (params, MACs)", "```", "",
-            f"or from the command line: `nas profile {yaml_file}` (params and MACs), `nas train {yaml_file}` "
-            "(proxy training).", ""]  # fmt: skip
+            f"or from the command line: {markdown_code(f'nas profile {yaml_file}')} (params and MACs), "
+            f"{markdown_code(f'nas train {yaml_file}')} (proxy training).", ""]  # fmt: skip
     return "\n".join(out)
 
 
@@ -173,20 +180,22 @@ def files_section(artifacts: Sequence[ArtifactInfo], weights: str) -> list[str]:
     out = ["## Files", ""]
     for a in artifacts:
         if a.kind == "yaml":
-            out.append(f"- `{a.path.name}`: the model config (YAML, `ArchConfig`)")
+            out.append(f"- {markdown_code(a.path.name)}: the model config (YAML, `ArchConfig`)")
         elif a.kind == "safetensors":
-            out.append(f"- `{a.path.name}`: the trained weights (safetensors; `model.load_state_dict(load_file(...))`)")
+            out.append(f"- {markdown_code(a.path.name)}: the trained weights (safetensors; "
+                       "`model.load_state_dict(load_file(...))`)")  # fmt: skip
         elif a.kind == "onnx":
             d = a.details
-            check = d.get("check", "not checked")
-            out.append(f"- `{a.path.name}`: ONNX, opset {d.get('opset')}, input `{d.get('input')}` "
-                       f"{d.get('input_shape')} (dynamic batch), output `{d.get('output')}`; {check}")  # fmt: skip
+            check = markdown(d.get("check", "not checked"))
+            out.append(f"- {markdown_code(a.path.name)}: ONNX, opset {markdown(d.get('opset'))}, input "
+                       f"{markdown_code(d.get('input'))} {markdown(d.get('input_shape'))} (dynamic batch), output "
+                       f"{markdown_code(d.get('output'))}; {check}")  # fmt: skip
         elif a.kind == "torchscript":
             d = a.details
-            out.append(f"- `{a.path.name}`: TorchScript (traced at {d.get('input_shape')}, batch dynamic); "
-                       f"{d.get('check', 'not checked')}")  # fmt: skip
+            out.append(f"- {markdown_code(a.path.name)}: TorchScript (traced at {markdown(d.get('input_shape'))}, batch "
+                       f"dynamic); {markdown(d.get('check', 'not checked'))}")  # fmt: skip
     if any(a.kind in ("onnx", "torchscript") for a in artifacts):
-        out.append(f"- the ONNX / TorchScript graphs carry {weights}")
+        out.append(f"- the ONNX / TorchScript graphs carry {markdown(weights)}")
     out.append("")
     return out
 
@@ -209,18 +218,20 @@ def trained_card(
     test = result.get("test_acc")
     yaml_file = next((a.path.name for a in artifacts if a.kind == "yaml"), "config.yaml")
     weights_file = next((a.path.name for a in artifacts if a.kind == "safetensors"), "model.safetensors")
-    out: list[str] = [f"# {cfg.name} (trained)", ""]
-    out.append(f"Trained by `nas train` from `{settings.get('model', cfg.name)}`; the weights are in "
-               f"`{weights_file}` (safetensors, no pickle), the network in `{yaml_file}`." + (f" {origin}" if origin else ""))  # fmt: skip
+    out: list[str] = [f"# {markdown(cfg.name)} (trained)", ""]
+    out.append(f"Trained by `nas train` from {markdown_code(settings.get('model') or cfg.name)}; the weights are in "
+               f"{markdown_code(weights_file)} (safetensors, no pickle), the network in {markdown_code(yaml_file)}."
+               + (f" {markdown(origin)}" if origin else ""))  # fmt: skip
     out += ["", "## Accuracy", "", "| split | accuracy |", "|---|---|"]
     out.append(f"| validation, last epoch | {_opt(result.get('val_acc'), '{:.4f}')} |")
     out.append(f"| validation, best epoch | {_opt(result.get('best_val_acc'), '{:.4f}')} |")
     out.append(f"| official test split | {_opt(test, '{:.4f}') if test is not None else 'none (the data has no test split)'} |")
-    out += ["", f"Data: {data_summary}. The validation part is held out of the train split (seeded, stratified); "
+    out += ["", f"Data: {markdown(data_summary)}. The validation part is held out of the train split (seeded, stratified); "
             "the test split is scored once, at the end, and never steers training or search.",
-            f"Status: {result.get('status')}" + (f" ({result['failure_reason']})" if result.get("failure_reason") else "")
-            + f", {result.get('epochs')} of {result.get('epochs_requested')} epochs, "
-            f"{_opt(result.get('train_seconds'), '{:.1f}')} s on {result.get('device')}."]  # fmt: skip
+            markdown(f"Status: {result.get('status')}"
+                     + (f" ({result['failure_reason']})" if result.get("failure_reason") else "")
+                     + f", {result.get('epochs')} of {result.get('epochs_requested')} epochs, "
+                     f"{_opt(result.get('train_seconds'), '{:.1f}')} s on {result.get('device')}.")]  # fmt: skip
     out += ["", "## Summary", "", "| | |", "|---|---|"]
     out.append(f"| input | {cfg.in_channels} x {cfg.resolution} x {cfg.resolution} |")
     out.append(f"| classes | {cfg.num_classes} |")
@@ -234,20 +245,27 @@ def trained_card(
                f"{spec['data_fraction']:g}, width x{spec['width_multiplier']:g}, label smoothing {spec['label_smoothing']:g}, "
                f"stochastic depth {result.get('drop_path_rate', 0):g} (linear over blocks)")  # fmt: skip
     out.append("- augmentation: random shift with reflect padding; horizontal flip where the data allows it")
-    out.append(f"- seed {spec['seed']}, device {result.get('device')} ({result.get('precision', 'fp32')}), threads {spec.get('threads') or 'torch default'}")
+    out.append(markdown(f"- seed {spec['seed']}, device {result.get('device')} ({result.get('precision', 'fp32')}), "
+                        f"threads {spec.get('threads') or 'torch default'}"))  # fmt: skip
     out += ["", "## Reproduce", ""]
-    out.append(f"- command: `{settings.get('command', '-')}`")
+    out.append(f"- command: {markdown_code(settings.get('command', '-'))}")
     if settings.get("versions"):
-        out.append(f"- versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}")
+        out.append(markdown(f"- versions: {', '.join(f'{k} {v}' for k, v in settings['versions'].items())}"))
     out.append("")
     if artifacts:
         out += files_section(artifacts, f"the trained weights (validation accuracy {_opt(result.get('val_acc'), '{:.4f}')}"
                              + (f", test accuracy {test:.4f}" if test is not None else "") + ")")  # fmt: skip
     out += ["## Use", "", "```python", "from safetensors.torch import load_file",
             "from search_space import ArchConfig, build_model", "",
-            f'model = build_model(ArchConfig.load("{yaml_file}"))',
-            f'model.load_state_dict(load_file("{weights_file}"))', "model.eval()", "```", ""]  # fmt: skip
+            f"model = build_model(ArchConfig.load({python_str(yaml_file)}))",
+            f"model.load_state_dict(load_file({python_str(weights_file)}))", "model.eval()", "```", ""]  # fmt: skip
     return "\n".join(out)
+
+
+def python_str(text: str) -> str:
+    """``text`` as a double-quoted Python string literal for a card's code block: quotes, backslashes
+    and control characters escaped, on one line."""
+    return printable(json.dumps(str(text), ensure_ascii=False))
 
 
 def _macs(value: float | None) -> str:

@@ -21,6 +21,7 @@ PyTorch's own float32 error (both figures are then reported).
 from __future__ import annotations
 
 import importlib.util
+import io
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Sequence
 
 from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import UserError
-from search_space.files import make_output_dir, write_atomic
+from search_space.files import make_output_dir, read_bytes, write_atomic
 
 from .cards import ArtifactInfo, model_card
 from .pareto import run_front
@@ -145,7 +146,7 @@ def export_trial(run: Run, trial: TrialRecord, out_dir: Path, formats: Sequence[
     cfg = trial.config.replace(name=stem)
     cost = analytic_cost(cfg)
     config_path = _inside(out_dir, f"{stem}.yaml")
-    write_atomic(config_path, cfg.to_yaml())
+    write_atomic(config_path, cfg.to_yaml(), root=out_dir)
     card_path = _inside(out_dir, f"{stem}.md")
     result = Exported(trial.number, stem, config_path, card_path, cost.params, cost.macs)
     result.artifacts.append(ArtifactInfo("yaml", config_path))
@@ -154,7 +155,7 @@ def export_trial(run: Run, trial: TrialRecord, out_dir: Path, formats: Sequence[
 
         torch.manual_seed(WEIGHTS_SEED)
         _graphs(build_model(cfg).eval(), cfg, out_dir, stem, formats, result)
-    write_atomic(card_path, model_card(run, trial, cfg, result.artifacts, weights_seed=WEIGHTS_SEED))
+    write_atomic(card_path, model_card(run, trial, cfg, result.artifacts, weights_seed=WEIGHTS_SEED), root=out_dir)
     return result
 
 
@@ -197,16 +198,17 @@ def export_trained(
     model.load_state_dict(load_weights(trained.path))
     model.eval()
     config_path, card_path = _inside(out_dir, f"{stem}.yaml"), _inside(out_dir, f"{stem}.md")
-    write_atomic(config_path, cfg.to_yaml())
+    write_atomic(config_path, cfg.to_yaml(), root=out_dir)
     weights_path = _inside(out_dir, f"{stem}.safetensors")
-    write_atomic(weights_path, (trained.path / WEIGHTS).read_bytes())
+    write_atomic(weights_path, read_bytes(trained.path / WEIGHTS, "weights"), root=out_dir)
     exported = Exported(trial.number if trial is not None else -1, stem, config_path, card_path, cost.params, cost.macs)
     exported.artifacts += [ArtifactInfo("yaml", config_path), ArtifactInfo("safetensors", weights_path)]
     with torch.no_grad():
         _graphs(model, cfg, out_dir, stem, formats, exported)
     origin = f"Architecture of trial {trial.number} of run `{run.path if run else '?'}`." if trial is not None else ""
     summary = result.get("data_summary") or str(result.get("data", "-"))
-    write_atomic(card_path, trained_card(cfg, result, trained.settings(), summary, exported.artifacts, origin))
+    write_atomic(card_path, trained_card(cfg, result, trained.settings(), summary, exported.artifacts, origin),
+                 root=out_dir)
     return exported
 
 
@@ -224,6 +226,9 @@ def _clean_name(name: str) -> str:
 
 
 def _output_dir(out: str | Path) -> Path:
+    from nas.search.run_dir import refuse_run_records
+
+    refuse_run_records(out, "--out")  # never over a run's own cards, trials or run.json
     return make_output_dir(out, "output directory")
 
 
@@ -252,12 +257,13 @@ def export_onnx(model, cfg: ArchConfig, path: Path, opset: int = ONNX_OPSET) -> 
     import torch
 
     example = _example(cfg, 1, seed=0)
+    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: shapes are fixed per export
         torch.onnx.export(
             model,
             (example,),
-            str(path),
+            buffer,
             dynamo=False,
             opset_version=opset,
             input_names=["images"],
@@ -268,14 +274,16 @@ def export_onnx(model, cfg: ArchConfig, path: Path, opset: int = ONNX_OPSET) -> 
                      "input_shape": f"N x {cfg.in_channels} x {cfg.resolution} x {cfg.resolution}"}  # fmt: skip
     import onnx
 
-    onnx.checker.check_model(str(path))
+    graph = buffer.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(graph))
+    write_atomic(path, graph)  # through the guarded writer, whole or not at all
     if importlib.util.find_spec("onnxruntime") is None:
         details["check"] = "not checked against PyTorch (onnxruntime is not installed)"
         return ArtifactInfo("onnx", path, details)
     import onnxruntime as ort
 
     batch = _example(cfg, 2, seed=1)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     got = session.run(["logits"], {"images": batch.numpy()})[0]
     with torch.no_grad():
         want = model(batch).numpy()
@@ -325,8 +333,10 @@ def export_torchscript(model, cfg: ArchConfig, path: Path) -> ArtifactInfo:  # t
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path))
-        loaded = torch.jit.load(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        write_atomic(path, buffer.getvalue())  # through the guarded writer, whole or not at all
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
         batch = _example(cfg, 2, seed=1)
         diff = float((loaded(batch) - model(batch)).abs().max())
     verdict = "within" if diff <= TOLERANCE else "EXCEEDS"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from urllib.parse import quote
 
 from search_space import ArchConfig, analytic_cost, load_zoo, zoo_names
 from search_space.errors import ConfigError, UserError
-from search_space.files import make_output_dir, write_atomic
+from search_space.files import make_dirs, make_output_dir, read_json, write_atomic
 
 from .pareto import (
     front_hypervolume,
@@ -77,11 +76,11 @@ def zoo_points(run: Run) -> tuple[list[ZooPoint], list[str]]:
     path = run.path / ZOO_PROXY_FILE
     if path.is_file():
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = read_json(path, "result")
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
             proxy = raw
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, UserError) as exc:
             notes.append(f"{ZOO_PROXY_FILE} ignored: {type(exc).__name__}: {str(exc)[:80]}")
     points = []
     for name in zoo_names():
@@ -182,8 +181,13 @@ def config_links(run: Run, front: Sequence[TrialRecord]) -> dict[int, tuple[Path
 
 def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report:
     run = run if isinstance(run, Run) else load_run(run)
-    out_dir = Path(out) if out is not None else run.path / "report"
-    make_output_dir(out_dir, "report directory")
+    from nas.search.run_dir import refuse_run_records
+
+    if out is not None:
+        refuse_run_records(out, "--out")
+        out_dir = root = make_output_dir(out, "report directory")
+    else:  # RUN/report: no link below the run directory is followed
+        out_dir, root = make_dirs(run.path / "report", root=run.path), run.path
     report = Report(out_dir / "report.html")
     s = run.settings
     front = run_front(run)
@@ -194,7 +198,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
     def add_figure(key: str, fig: Any, caption: str) -> str:
         png = figure_png(fig)
         path = out_dir / f"{key}.png"
-        write_atomic(path, png)
+        write_atomic(path, png, root=root)
         report.pngs[key] = path
         b64 = base64.b64encode(png).decode("ascii")
         return (
@@ -255,7 +259,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
     sections.append(_front_table(run, front, out_dir))
     sections.append(_zoo_table(zoo))
     sections.append(_methods(run, front))
-    write_atomic(report.html_path, _page(title, sections))
+    write_atomic(report.html_path, _page(title, sections), root=root)
     return report
 
 

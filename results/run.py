@@ -18,7 +18,6 @@ latency in ms when the Pareto re-measurement recorded one, else the predicted on
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +282,11 @@ def load_run(path: str | Path, storage: Any = None) -> Run:
         raise UserError(f"{path}: not a run directory (no run.json or study.journal; made by nas search)")
     meta = rd.read_run_json(strict=False) if rd.run_json.is_file() else {}
     settings = RunSettings.from_run_json(meta.get("settings"))
-    study = (storage or rd.storage(meta=meta)).load_study()  # the journal, or the database run.json names
+    where = storage or rd.storage(meta=meta)
+    study = where.load_study()  # the journal, or the database run.json names
+    if study is None and rd.recorded_trials(meta):  # never shown as an empty run
+        raise UserError(f"{path}: the run's study ({where.describe()}) is missing, though the run recorded "
+                        f"{rd.recorded_trials(meta)} trial(s)")  # fmt: skip
     directions: tuple[str, ...]
     if study is not None:
         directions = tuple(d.name.lower() for d in study.directions)
@@ -342,9 +345,8 @@ def load_study(source: Any) -> Any:
 def trial_record(t: Any, run_path: Path, settings: SearchSettings, measured_ms: float | None = None) -> TrialRecord:
     """One Optuna FrozenTrial of a run as a `TrialRecord`."""
     attrs = dict(t.user_attrs)
-    trial_dir = RunDir(run_path).trial_dir(t.number)
     if measured_ms is None and attrs.get("latency_ms_measured") is None:
-        measured_ms = _float(_read_json(trial_dir / "result.json").get("latency_ms_measured"))
+        measured_ms = _float((RunDir(run_path).read_trial_result(t.number) or {}).get("latency_ms_measured"))
     state = t.state.name
     status = trial_status(state, attrs, t.constraints)
     config = _config(attrs.get("config"), run_path, t.number)
@@ -383,7 +385,7 @@ def trial_record(t: Any, run_path: Path, settings: SearchSettings, measured_ms: 
         failure_reason=attrs.get("failure_reason"),
         duplicate_of=_int(attrs.get("duplicate_of")),
         fidelity=fidelity,
-        history=tuple(_read_metrics(trial_dir / "metrics.jsonl")),
+        history=tuple(RunDir(run_path).read_trial_metrics(t.number)),
         user_attrs=attrs,
         datetime_start=t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
         datetime_complete=t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
@@ -405,32 +407,6 @@ def _config(raw: Any, run_path: Path, number: int) -> ArchConfig | None:
         except ConfigError:
             return None
     return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A small JSON object file, or {} when missing or unreadable (e.g. caught mid-write)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Per-epoch rows; a half-written last line (a trial still training) is skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def _int(value: Any) -> int | None:

@@ -20,7 +20,9 @@ from nas.cli import run_guarded
 from nas.cli_utils import DATA_HELP, OneLineErrorParser, non_negative_int, positive_int, print_json
 from search_space import UserError, resolve_config
 from search_space.blocks import get_block
+from nas.search.run_dir import refuse_run_records
 from search_space.files import write_atomic
+from search_space.text import printable
 
 from .compound import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, Coefficients, Scaled, expand, format_phi
 from .family import build_family, format_table, notes, parse_names, parse_phis, summary_dict, table_rows
@@ -136,7 +138,7 @@ def main_entry() -> None:
 def _base(args: argparse.Namespace) -> Base:
     base = resolve_base(args.config, args.from_run, args.trial)
     if args.json and base.source is not None and base.source.latest_run:
-        print(base.source.describe(), file=sys.stderr)  # stdout is the JSON: say the implicit pick here
+        print(printable(base.source.describe()), file=sys.stderr)  # stdout is the JSON: say the implicit pick here
     return base
 
 
@@ -153,10 +155,10 @@ def run_expand(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     if base.source is not None:
-        print(base.source.describe())
-    print(format_expand(scaled))
+        print(printable(base.source.describe()))
+    print("\n".join(printable(line) for line in format_expand(scaled).splitlines()))
     if args.out:
-        print(f"wrote {args.out}")
+        print(f"wrote {printable(args.out)}")
     return 0
 
 
@@ -179,12 +181,13 @@ def run_family(args: argparse.Namespace) -> int:
         return 0
     header, rows = table_rows(members)
     if base.source is not None:
-        print(base.source.describe())
-    print("\n".join(notes(members)))
+        print(printable(base.source.describe()))
+    print("\n".join(printable(line) for line in notes(members)))
     print()
-    print("\n".join(format_table(header, rows)))
+    print("\n".join(printable(line) for line in format_table(header, rows)))
     print()
-    print(f"wrote {len(members)} configs, {len(members)} cards, summary.md, summary.json and family.png to {args.out}")
+    print(f"wrote {len(members)} configs, {len(members)} cards, summary.md, summary.json and family.png to "
+          f"{printable(args.out)}")  # fmt: skip
     return 0
 
 
@@ -271,6 +274,7 @@ def format_expand(s: Scaled) -> str:
 
 
 def _write_yaml(path: Path, scaled: Scaled, source: Provenance | None = None) -> None:
+    refuse_run_records(path, "--out")  # never over a run's run.json, trials or cards
     if path.is_dir():
         raise UserError(f"--out {path}: is a directory, expected a YAML file path")
     if not path.parent.exists():

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from nas.units import format_macs
+from search_space.text import printable
 from search_space import ArchConfig, Cost, StageConfig, UserError, analytic_cost
 from search_space.blocks import get_block
 from search_space.transforms import round_depth, round_resolution, scale_widths, width_divisor
@@ -107,7 +108,7 @@ class Scaled:
         """The scaled config as YAML, headed by comments saying how it was made and what it counts."""
         c = self.coefficients
         lines = [
-            f"# {self.config.name}: {self.base.name} compound-scaled with phi={format_phi(self.phi)}, alpha={c.alpha:g}, "
+            f"# {printable(self.config.name)}: {printable(self.base.name)} compound-scaled with phi={format_phi(self.phi)}, alpha={c.alpha:g}, "
             f"beta={c.beta:g}, gamma={c.gamma:g} (alpha*beta^1.5*gamma^2 = {c.constant:.3f}).",
             f"# MACs (\"FLOPs\"): {self.cost.macs / 1e9:.4f} G against the target {self.target_macs / 1e9:.4f} G "
             f"({100 * self.deviation:+.1f}%); params {self.cost.params / 1e6:.2f} M.",

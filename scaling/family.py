@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from search_space import ArchConfig, Cost, UserError, analytic_cost, resolve_config
+from nas.search.run_dir import refuse_run_records
 from search_space.files import make_output_dir, write_atomic
+from search_space.text import markdown
 
 from .compound import Coefficients, Scaled, check_phi, expand, format_phi
 
@@ -159,6 +161,7 @@ def write_family(
     """
     from .cards import member_card
 
+    refuse_run_records(out_dir, "--out")
     out = make_output_dir(out_dir, "directory", flag="--out")
     root = out.resolve()
     written: dict[str, Path] = {}
@@ -172,15 +175,15 @@ def write_family(
     try:
         for member in members:
             path = target(member.file_name)
-            write_atomic(path, member.yaml_text(source))
+            write_atomic(path, member.yaml_text(source), root=root)
             written[member.name] = path
             card = target(member.card_name)
-            write_atomic(card, member_card(member, source))
+            write_atomic(card, member_card(member, source), root=root)
             written[f"{member.name}.md"] = card
         written["summary.md"] = target("summary.md")
-        write_atomic(written["summary.md"], summary_markdown(members, source))
+        write_atomic(written["summary.md"], summary_markdown(members, source), root=root)
         written["summary.json"] = target("summary.json")
-        write_atomic(written["summary.json"], json.dumps(summary_dict(members, source), indent=2) + "\n")
+        write_atomic(written["summary.json"], json.dumps(summary_dict(members, source), indent=2) + "\n", root=root)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot write ({exc.strerror})") from None
     if plot:
@@ -293,12 +296,12 @@ def notes(members: Sequence[Member]) -> list[str]:
 def summary_markdown(members: Sequence[Member], source: "Provenance | None" = None) -> str:
     header, rows = table_rows(members)
     first = members[0].scaled
-    lines = [f"# {first.base.name} family (compound scaling)", ""]
+    lines = [f"# {markdown(first.base.name)} family (compound scaling)", ""]
     if source is not None:
-        lines += [f"- {source.describe()}"]
-    lines += [f"- {n}" for n in notes(members)]
+        lines += [f"- {markdown(source.describe())}"]
+    lines += [f"- {markdown(n)}" for n in notes(members)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(markdown(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -11,6 +12,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from search_space.files import write_atomic  # noqa: E402
 
 if TYPE_CHECKING:
     from .family import Member
@@ -62,5 +65,7 @@ def plot_family(members: Sequence["Member"], path: str | Path) -> None:
     fig.suptitle(f"{first.base.name} family: alpha={c.alpha:g}, beta={c.beta:g}, gamma={c.gamma:g}"
                  + ("  (widths matched to the MACs target)" if first.matched else ""))  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    write_atomic(path, buffer.getvalue())

@@ -20,6 +20,7 @@ from nas.search.run_dir import COUNT_KEYS
 from results.pareto import run_front
 from results.run import Run, TrialRecord, is_run_dir, load_run
 from search_space import ArchConfig, UserError, resolve_config
+from search_space.text import printable
 
 from nas.units import format_macs
 
@@ -199,12 +200,6 @@ def _when(run: Run) -> datetime:
                 continue
             return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
     return datetime.fromtimestamp(run.path.stat().st_mtime, tz=timezone.utc)
-
-
-def printable(text: str) -> str:
-    """A path for a one-line message or a YAML comment: control characters (a newline in a directory
-    name would end the comment and inject YAML) written as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _numbers(trials: list[TrialRecord]) -> str:

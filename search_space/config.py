@@ -3,6 +3,41 @@
 Sampling, building, counting, training, export and scaling all read this object and nothing
 else. It is a tree of frozen dataclasses with a YAML round trip (``load`` -> ``dump`` gives the
 same text) and validation with precise messages.
+
+Bounds. Every size knob has an upper bound (`LIMITS`), checked by `ArchConfig.validate` and
+`SearchSpace.validate` before anything is built, counted or walked, so an absurd value costs
+milliseconds and one line instead of gigabytes (``depth: 1000000000`` used to walk a billion
+blocks before running out of memory). The bounds sit orders of magnitude above the published
+models this engine describes, so they never get in a real model's way:
+
+=====================  =============  ====================================================
+field                  allowed        why this bound (published models)
+=====================  =============  ====================================================
+resolution             32..2048       VAN/CMT: 224-384 px; a batch of 64 at 4096 px is 12 GiB
+num_classes            1..100,000     ImageNet-1k 1,000; ImageNet-21k 21,841
+in_channels            1..1,024       images: 1-4 channels; hyperspectral: a few hundred
+stem.channels          0..16,384      CMT-B's stem: 38 (0: no conv stem)
+head.fc_dim            0..16,384      CMT's head: 1,280 (0: pool -> linear)
+depth (per stage)      1..1,024       VAN-B3's deepest stage: 27 blocks; CMT-B's: 20
+width                  1..16,384      CMT-B's widest stage: 608; VAN-B3's: 512
+mlp_ratio              (0, 16]        VAN: 8, CMT: 4 (finite: .nan and .inf are refused)
+embed_kernel           1..63          VAN's first patch embedding: 7x7
+embed_stride           1..32          powers of 2; the network's total stride is 32
+heads                  1..1,024       CMT-B: 8; ACmix-T: 16
+kv_reduction           1..512         CMT: 8; a divisor of a feature side (<= 2048 / 4)
+lka_kernel, lka_dilated_kernel, attn_kernel, conv_kernel
+                       1..63 (odd)    VAN: 5 and 7; ACmix: 7 and 3; the largest published
+                                      dense kernels are 31 (RepLKNet) and 51 (SLaK)
+lka_dilation           1..64          VAN: 3
+head.dropout, drop_path_rate  [0, 1)  rates
+=====================  =============  ====================================================
+
+These are backstops that hold for every stage, whatever its block reads. A block family may
+narrow the bound of a knob it reads, in its own file, where it declares the knob
+(``BlockType.limits``: ACmix keeps ``attn_kernel`` <= 31, as its window attention loops over
+k x k shifted views, and ``conv_kernel`` <= 15, as its shift convolution holds width x k^4
+weights); the effective bound of a stage's field is `BlockType.limit`. ``channel_attention`` is a name of the
+attention registry, not a size: the modules' sizes follow from the stage width.
 """
 
 from __future__ import annotations
@@ -17,6 +52,67 @@ import yaml
 
 from .errors import ConfigError
 from .yaml_io import load_yaml, read_text_file
+
+MAX_RESOLUTION = 2048  # also the bound of every --resolution flag (nas/cli_utils.py)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The inclusive range of a numeric field and why it stops there (shown in the refusal).
+    ``open_low``: the low end itself is excluded (mlp_ratio > 0)."""
+
+    low: float
+    high: float
+    why: str
+    open_low: bool = False
+
+    def problem(self, name: str, value: Any, who: str = "") -> str | None:
+        """What is wrong with ``value`` for field ``name`` (one phrase), or None. ``who``: whose
+        bound this is, for a block family's own (e.g. "acmix's ")."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # a type problem: the type checks name it
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} must be a finite number, got {value}"
+        if self.open_low:
+            if not self.low < value <= self.high:
+                return f"{name} must be in ({self.low:g}, {self.high:g}], got {_shown(value)}"
+            return None
+        if value < self.low:
+            return f"{name} must be >= {self.low:g}, got {_shown(value)}"
+        if value > self.high:
+            return f"{name} {_shown(value)} is above {who or 'the '}limit of {self.high:,g} ({self.why})"
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A number for a message: a 4,000-digit integer is not printed in full."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        return f"{'-' if value < 0 else ''}~10^{math.floor(math.log10(abs(value)))}"  # log10 takes any int
+    return str(value)
+
+
+_KERNEL_WHY = "published dense kernels reach 31 (RepLKNet) and 51 (SLaK)"
+# Every numeric field's backstop (see the table above). Top-level keys are named as in messages.
+LIMITS: dict[str, Limit] = {
+    "resolution": Limit(32, MAX_RESOLUTION, "VAN and CMT run at 224-384 px; a batch of 64 at 4096 px is 12 GiB"),
+    "num_classes": Limit(1, 100_000, "ImageNet-21k has 21,841 classes"),
+    "in_channels": Limit(1, 1024, "images have 1-4 channels, hyperspectral ones a few hundred"),
+    "stem.channels": Limit(0, 16_384, "CMT-B's stem has 38"),
+    "head.fc_dim": Limit(0, 16_384, "CMT's head has 1,280"),
+    "depth": Limit(1, 1024, "VAN-B3's deepest stage has 27 blocks, CMT-B's 20"),
+    "width": Limit(1, 16_384, "CMT-B's widest stage has 608 channels, VAN-B3's 512"),
+    "mlp_ratio": Limit(0, 16, "VAN uses 8, CMT 4", open_low=True),
+    "embed_kernel": Limit(1, 63, "VAN's first patch embedding is 7x7"),
+    "embed_stride": Limit(1, 32, "the network's total stride is 32"),
+    "heads": Limit(1, 1024, "CMT-B uses 8 heads, ACmix-T 16"),
+    "kv_reduction": Limit(1, 512, f"CMT uses 8; it divides a feature side, at most {MAX_RESOLUTION // 4}"),
+    "lka_kernel": Limit(1, 63, "VAN uses 5; " + _KERNEL_WHY),
+    "lka_dilated_kernel": Limit(1, 63, "VAN uses 7; " + _KERNEL_WHY),
+    "lka_dilation": Limit(1, 64, "VAN uses 3"),
+    "attn_kernel": Limit(1, 63, "ACmix uses 7; " + _KERNEL_WHY),
+    "conv_kernel": Limit(1, 63, "ACmix uses 3; " + _KERNEL_WHY),
+}
+ODD_KNOBS = ("lka_kernel", "lka_dilated_kernel", "attn_kernel", "conv_kernel")  # centred kernels
 
 STEM_KINDS = ("none", "conv3")  # none: the first patch embed reads the image (VAN)
 HEAD_KINDS = ("linear", "conv_bn_act")  # VAN: pool -> fc; CMT: 1x1 conv -> BN -> swish -> pool -> fc
@@ -167,45 +263,68 @@ class ArchConfig:
 
     # -- validation -------------------------------------------------------------------
     def validate(self, source: str = "config") -> None:
+        """Every rule, bounds first: nothing is built, counted or walked until every size is
+        within `LIMITS` (and the stage's block family's own bounds)."""
         from .blocks.registry import block_names, get_block  # late import: blocks import this module
 
         def fail(msg: str) -> None:
             raise ConfigError(f"{source}: {msg}")
 
+        def bound(name: str, value: Any, limit: Limit | None = None, who: str = "") -> None:
+            problem = (limit or LIMITS[name]).problem(name, value, who)
+            if problem:
+                fail(problem)
+
         _check_types(self, source)
         if not isinstance(self.name, str) or not self.name:
             fail("name must be a non-empty string")
         if self.resolution < 32 or self.resolution % 32:
-            fail(f"resolution {self.resolution} is not a positive multiple of 32")
+            fail(f"resolution {_shown(self.resolution)} is not a positive multiple of 32")
+        bound("resolution", self.resolution)
         if self.num_classes < 1:
-            fail(f"num_classes must be >= 1, got {self.num_classes}")
+            fail(f"num_classes must be >= 1, got {_shown(self.num_classes)}")
+        bound("num_classes", self.num_classes)
         if self.in_channels < 1:
-            fail(f"in_channels must be >= 1, got {self.in_channels}")
+            fail(f"in_channels must be >= 1, got {_shown(self.in_channels)}")
+        bound("in_channels", self.in_channels)
         if self.stem.kind not in STEM_KINDS:
             fail(f"unknown stem kind '{self.stem.kind}' (choose from {', '.join(STEM_KINDS)})")
         if self.stem.kind == "conv3" and self.stem.channels < 1:
-            fail(f"stem channels must be >= 1, got {self.stem.channels}")
+            fail(f"stem channels must be >= 1, got {_shown(self.stem.channels)}")
+        bound("stem.channels", self.stem.channels)
         if self.head.kind not in HEAD_KINDS:
             fail(f"unknown head kind '{self.head.kind}' (choose from {', '.join(HEAD_KINDS)})")
         if self.head.kind == "conv_bn_act" and self.head.fc_dim < 1:
-            fail(f"head kind conv_bn_act needs fc_dim >= 1, got {self.head.fc_dim}")
-        if not 0.0 <= self.head.dropout < 1.0:
-            fail(f"head dropout must be in [0, 1), got {self.head.dropout}")
+            fail(f"head kind conv_bn_act needs fc_dim >= 1, got {_shown(self.head.fc_dim)}")
+        bound("head.fc_dim", self.head.fc_dim)
+        if not 0.0 <= self.head.dropout < 1.0:  # also refuses nan
+            fail(f"head dropout must be in [0, 1), got {_shown(self.head.dropout)}")
         if not 0.0 <= self.drop_path_rate < 1.0:
-            fail(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if 32 % self.total_stride:
-            fail(f"total downsampling {self.total_stride} must divide 32 (strides are powers of 2)")
-        sizes = self.feature_sizes()
-        for i, (stage, size) in enumerate(zip(self.stages, sizes)):
+            fail(f"drop_path_rate must be in [0, 1), got {_shown(self.drop_path_rate)}")
+        for i, stage in enumerate(self.stages):  # every stage's sizes, before any geometry
             at = f"stages[{i}]"
             if stage.block not in block_names():
                 fail(f"{at}: unknown block type '{stage.block}' (choose from {', '.join(block_names())})")
-            if stage.depth < 1:
-                fail(f"{at}: depth must be >= 1, got {stage.depth}")
-            if stage.width < 1:
-                fail(f"{at}: width must be >= 1, got {stage.width}")
+            block_type = get_block(stage.block)
+            for name in ("depth", "width"):
+                if getattr(stage, name) < 1:
+                    fail(f"{at}: {name} must be >= 1, got {_shown(getattr(stage, name))}")
             if stage.embed_stride < 1 or stage.embed_stride & (stage.embed_stride - 1):
-                fail(f"{at}: embed_stride must be a power of 2, got {stage.embed_stride}")
+                fail(f"{at}: embed_stride must be a power of 2, got {_shown(stage.embed_stride)}")
+            if stage.heads < 1:
+                fail(f"{at}: heads must be >= 1, got {_shown(stage.heads)}")
+            for knob in ODD_KNOBS:
+                k = getattr(stage, knob)
+                if k < 1 or k % 2 == 0:
+                    fail(f"{at}: {knob} must be a positive odd number, got {_shown(k)}")
+            for name in _STAGE_BOUNDED:  # the table's bounds, or the block family's own
+                limit, who = block_type.limit(name)
+                problem = limit.problem(name, getattr(stage, name), who)
+                if problem:
+                    fail(f"{at}: {problem}")
+            if stage.hidden < 1:
+                fail(f"{at}: mlp_ratio {stage.mlp_ratio} gives a hidden width of 0 at width {stage.width}; "
+                     "it must give a hidden width >= 1")  # fmt: skip
             if stage.embed_kernel < stage.embed_stride:
                 fail(f"{at}: embed_kernel {stage.embed_kernel} is smaller than embed_stride {stage.embed_stride}")
             if stage.embed_norm not in EMBED_NORMS:
@@ -217,18 +336,10 @@ class ArchConfig:
                     f"{at}: unknown channel_attention '{stage.channel_attention}' "
                     f"(choose from {', '.join(channel_attentions())})"
                 )
-            if not 0 < stage.mlp_ratio <= 16 or stage.hidden < 1:
-                fail(f"{at}: mlp_ratio must be in (0, 16] and give a hidden width >= 1, got {stage.mlp_ratio}")
-            if stage.heads < 1:
-                fail(f"{at}: heads must be >= 1, got {stage.heads}")
-            for knob in ("lka_kernel", "lka_dilated_kernel", "attn_kernel", "conv_kernel"):
-                k = getattr(stage, knob)
-                if k < 1 or k % 2 == 0:
-                    fail(f"{at}: {knob} must be a positive odd number, got {k}")
-            if stage.lka_dilation < 1:
-                fail(f"{at}: lka_dilation must be >= 1, got {stage.lka_dilation}")
-            if stage.kv_reduction < 1:
-                fail(f"{at}: kv_reduction must be >= 1, got {stage.kv_reduction}")
+        if 32 % self.total_stride:
+            fail(f"total downsampling {self.total_stride} must divide 32 (strides are powers of 2)")
+        for i, (stage, size) in enumerate(zip(self.stages, self.feature_sizes())):
+            at = f"stages[{i}]"
             if size < 1:
                 fail(f"{at}: feature map vanishes at resolution {self.resolution}")
             problem = get_block(stage.block).problem(stage, size, self.resolution)  # the block's own rules
@@ -253,6 +364,12 @@ def _check_keys(data: Mapping[str, Any], cls: type, where: str, required: tuple[
 
 
 _NUMERIC = {int: (int,), float: (int, float)}
+# The numeric StageConfig fields, in declaration order. Each must have a bound: a family that adds
+# a knob (a field) adds its line to LIMITS too, or this module refuses to load.
+_STAGE_BOUNDED = tuple(f.name for f in fields(StageConfig) if str(f.type) in ("int", "float"))
+_unbounded = [name for name in _STAGE_BOUNDED if name not in LIMITS]
+if _unbounded:
+    raise RuntimeError(f"StageConfig field(s) {', '.join(_unbounded)} have no bound in search_space.config.LIMITS")
 
 
 def _check_types(cfg: ArchConfig, source: str) -> None:

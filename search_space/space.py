@@ -22,7 +22,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import yaml
 
 from .blocks.registry import block_names, get_block
-from .config import ArchConfig, HeadConfig, StageConfig, StemConfig
+from .config import LIMITS, ArchConfig, HeadConfig, StageConfig, StemConfig, _shown
 from .cost import Cost
 from .errors import ConfigError
 from .yaml_io import load_yaml_file
@@ -32,6 +32,7 @@ SET_BY_DOWNSAMPLING = ("embed_kernel", "embed_stride", "embed_norm", "out_norm")
 # every other StageConfig field may be a knob; which block types read which is theirs to say
 STAGE_KNOBS = tuple(f.name for f in fields(StageConfig) if f.name not in SET_BY_DOWNSAMPLING)
 TOP_KNOBS = ("downsampling", "stem_channels", "head_fc_dim")
+_TOP_LIMITS = {"stem_channels": "stem.channels", "head_fc_dim": "head.fc_dim"}  # their bounds in LIMITS
 _KNOB_TYPES: dict[str, type] = {f.name: {"int": int, "float": float}.get(str(f.type), str) for f in fields(StageConfig)}
 _NUMERIC: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float)}
 _ARTICLE = {int: "an integer", float: "a number", str: "a string"}
@@ -81,11 +82,11 @@ class Knob:
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)):
                 raise ConfigError(f"{where}: range bounds must be integers")
             if step < 1 or low > high:
-                raise ConfigError(f"{where}: empty range low={low} high={high} step={step}")
+                raise ConfigError(f"{where}: empty range low={_shown(low)} high={_shown(high)} step={_shown(step)}")
             count = (high - low) // step + 1
             if count > MAX_RANGE_VALUES:  # every value is checked against the block types: keep it finite
-                raise ConfigError(f"{where}: range low={low} high={high} step={step} has {count} values; at most "
-                                  f"{MAX_RANGE_VALUES} (raise step or narrow it)")  # fmt: skip
+                raise ConfigError(f"{where}: range low={_shown(low)} high={_shown(high)} step={_shown(step)} has "
+                                  f"{_shown(count)} values; at most {MAX_RANGE_VALUES} (raise step or narrow it)")  # fmt: skip
             return cls(low=low, high=high, step=step)
         if isinstance(raw, list):
             if not raw:
@@ -201,11 +202,25 @@ class SearchSpace:
 
     # -- checks -----------------------------------------------------------------------
     def validate(self, source: str = "space") -> None:
+        """Types, then every choice against its bound (`search_space.config.LIMITS`, or the bound
+        a block family declares for its knob), then the block types' rules choice by choice, then
+        the extreme corners. Nothing is costed or built before every value is within bounds."""
         if self.resolution < 32 or self.resolution % 32:
-            raise ConfigError(f"{source}: resolution {self.resolution} is not a positive multiple of 32")
+            raise ConfigError(f"{source}: resolution {_shown(self.resolution)} is not a positive multiple of 32")
+        for key in ("resolution", "num_classes"):
+            problem = LIMITS[key].problem(key, getattr(self, key))
+            if problem:
+                raise ConfigError(f"{source}: {problem}")
         for value in self.top["downsampling"].values():
             if value not in DOWNSAMPLING:
                 raise ConfigError(f"{source}: unknown downsampling '{value}' (choose from {', '.join(DOWNSAMPLING)})")
+        for key, name in _TOP_LIMITS.items():
+            for value in self.top[key].values():
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ConfigError(f"{source}: {key}: choice {_short(value)} is not an integer")
+                problem = LIMITS[name].problem(key, value)
+                if problem:
+                    raise ConfigError(f"{source}: {problem}")
         if len(self.stages) != 4:
             raise ConfigError(f"{source}: the space must have 4 stages (total stride 32), got {len(self.stages)}")
         for i, knobs in enumerate(self.stages):
@@ -217,7 +232,8 @@ class SearchSpace:
                 kind = _KNOB_TYPES[key]
                 for value in knob.values():
                     if not isinstance(value, _NUMERIC.get(kind, kind)) or isinstance(value, bool):
-                        raise ConfigError(f"{where}.{key}: choice {value!r} is not {_ARTICLE[kind]}")
+                        raise ConfigError(f"{where}.{key}: choice {_short(value)} is not {_ARTICLE[kind]}")
+            _check_stage_bounds(knobs, where)
             size = self.resolution // (4 * 2**i)
             for block in knobs["block"].values():  # the block types' own constraints, choice by choice
                 block_type = get_block(block)
@@ -291,6 +307,30 @@ class SearchSpace:
                 best = (cfg, cost)
         assert best is not None
         return best
+
+
+def _check_stage_bounds(knobs: Mapping[str, Knob], where: str) -> None:
+    """Every numeric choice of a stage against its bound: the bound of each block type offered
+    there that reads the knob (its own, or the backstop), and the backstop for a knob no offered
+    block reads (as `ArchConfig.validate` checks a knob its block ignores)."""
+    block_types = [get_block(block) for block in knobs["block"].values()]
+    for key, knob in knobs.items():
+        if key not in LIMITS:
+            continue  # block, channel_attention: names, checked elsewhere
+        readers = [bt for bt in block_types if bt.reads(key)]
+        limits = [bt.limit(key) for bt in readers] or [(LIMITS[key], "")]
+        values = knob.values() if knob.choices is not None else (knob.low, knob.high)  # a range: its ends
+        for value in values:
+            for limit, who in limits:
+                problem = limit.problem(key, value, who)
+                if problem:
+                    raise ConfigError(f"{where}.{key}: {problem}")
+
+
+def _short(value: Any) -> str:
+    """A choice for a message, at most 60 characters."""
+    text = _shown(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _divisor_values(knobs: Mapping[str, Knob], name: str) -> tuple[int, ...]:

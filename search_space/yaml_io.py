@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +17,17 @@ import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import ConfigError
+from .files import read_bytes
 
 MAX_YAML_BYTES = 1 << 20  # a model config is ~1 KB, a search space ~2 KB
 MAX_YAML_NODES = 100_000  # after alias expansion
 
 
 def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_YAML_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``max_bytes``."""
-    path = Path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then refuses it)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise ConfigError(f"{path}: is a directory, expected a YAML file")
-        raise ConfigError(f"{path}: not a regular file (a pipe, device or socket); give a YAML file")
-    with os.fdopen(fd, "rb") as fh:
-        try:
-            raw = fh.read(max_bytes + 1)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    if len(raw) > max_bytes:
-        raise ConfigError(f"{path}: larger than {max_bytes // 1024} KiB; not a {what}")
+    """The UTF-8 text of a regular file of at most ``max_bytes`` (`files.read_bytes`, the one
+    guarded reader), with errors as one-line `ConfigError`s."""
+    raw = read_bytes(path, "yaml", limit=max_bytes, what=what, error=ConfigError)
+    assert raw is not None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -112,6 +91,8 @@ def load_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({problem(exc)})") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's int conversion limit)
+        raise ConfigError(f"{source}: not valid YAML ({_short(str(exc))})") from None
     finally:
         loader.dispose()
 

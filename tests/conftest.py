@@ -41,6 +41,14 @@ def tiny_cfg():
     return make_tiny_cfg()
 
 
+@pytest.fixture()
+def tiny_yaml(tmp_path, tiny_cfg) -> Path:
+    """The tiny config as a YAML file (what `nas train` and friends are given)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_cfg.to_yaml())
+    return path
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the `nas` CLI in-process: returns (exit code, stdout, stderr). Usage errors exit via SystemExit."""

@@ -90,3 +90,32 @@ def test_rdb_heartbeat_api(tmp_path):
     time.sleep(2.2)
     assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
     assert study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING  # telling is left to us
+
+
+def test_ray_reads_the_cluster_flag_that_keeps_a_local_search_on_loopback():
+    """`nas/search/ray_local.py` turns ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` off around
+    ``ray.init`` so that the node IP stays 127.0.0.1 (every listener follows it), and checks the
+    node IP with ``ray.util.get_node_ip_address`` afterwards."""
+    import inspect
+
+    import ray.util
+    from ray._private import ray_constants, services
+
+    assert isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool), (
+        "ray._private.ray_constants.ENABLE_RAY_CLUSTER is gone (nas/search/ray_local.py relies on it)"
+    )
+    source = inspect.getsource(services.get_node_ip_address)  # what resolve_ip_for_localhost asks
+    assert "ENABLE_RAY_CLUSTER" in source, "ray._private.services.get_node_ip_address no longer reads ENABLE_RAY_CLUSTER"
+    assert callable(ray.util.get_node_ip_address)
+
+
+def test_optuna_journal_lock_base_class():
+    """`nas/search/storage.py` gives JournalFileBackend an in-process lock (no symbolic link for a
+    SIGKILL to leave in the run directory) built on Optuna's lock base class."""
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import BaseJournalFileLock
+
+    assert {"acquire", "release"} <= set(dir(BaseJournalFileLock))
+    import inspect
+
+    assert "lock_obj" in inspect.signature(JournalFileBackend).parameters

@@ -28,13 +28,6 @@ def nas(*argv: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*NAS, *argv], capture_output=True, text=True, timeout=600, **kw)
 
 
-@pytest.fixture()
-def tiny_yaml(tmp_path, tiny_cfg) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(tiny_cfg.to_yaml())
-    return path
-
-
 def epochs_saved(d: Path) -> int:
     try:
         return len(json.loads((d / "history.json").read_text()))

@@ -18,7 +18,6 @@ The trainer decides what a state holds (`train_proxy.trainer`); this module only
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import torch
 
 from search_space import ArchConfig
 from search_space.errors import ConfigError, UserError
-from search_space.files import write_atomic, write_json_atomic
+from search_space.files import check_regular, make_dirs, read_bytes, read_json, write_atomic, write_json_atomic
 
 FORMAT = 1
 SETTINGS = "train.json"
@@ -43,6 +42,11 @@ CARD = "card.md"
 @dataclass(frozen=True)
 class TrainingDir:
     path: Path
+    root: Path | None = None  # the directory the user named (RUN for RUN/final/N); default: path
+
+    @property
+    def _root(self) -> Path:
+        return self.root if self.root is not None else self.path
 
     # -- opening ------------------------------------------------------------------------------
     @staticmethod
@@ -67,10 +71,14 @@ class TrainingDir:
             raise UserError(f"--save {path}: {path.parent} is not a directory")
 
     @classmethod
-    def create(cls, path: str | Path) -> "TrainingDir":
-        """A new training directory at ``path`` (created; an existing one must be empty)."""
+    def create(cls, path: str | Path, root: str | Path | None = None) -> "TrainingDir":
+        """A new training directory at ``path`` (created; an existing one must be empty), reached
+        from ``root`` (the directory the user named) without following links."""
         path = Path(path)
         cls.check_new(path)
+        if root is not None:
+            make_dirs(path, root=root)
+            return cls(path, Path(root))
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -78,30 +86,27 @@ class TrainingDir:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | Path, flag: str = "--resume") -> "TrainingDir":
+    def open(cls, path: str | Path, flag: str = "--resume", root: str | Path | None = None) -> "TrainingDir":
         """An existing training directory, its settings checked readable."""
         path = Path(path)
         if path.is_symlink() or not path.is_dir():
             raise UserError(f"{flag} {path}: not a directory")
-        found = cls(path)
+        found = cls(path, Path(root) if root is not None else None)
         found.settings()  # refuses a missing or malformed train.json with one line
         return found
 
     # -- settings and config -------------------------------------------------------------------
     def write_settings(self, settings: dict[str, Any], built: ArchConfig) -> None:
-        write_json_atomic(self.path / SETTINGS, {"format": FORMAT, **settings})
-        write_atomic(self.path / CONFIG, built.to_yaml())
+        write_json_atomic(self.path / SETTINGS, {"format": FORMAT, **settings}, root=self._root)
+        write_atomic(self.path / CONFIG, built.to_yaml(), root=self._root)
 
     def settings(self) -> dict[str, Any]:
         where = self.path / SETTINGS
         if where.is_symlink():
             raise UserError(f"{where}: is a symbolic link")
-        try:
-            data = json.loads(where.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{self.path}: no {SETTINGS}; not a directory written by nas train --save") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{where}: unreadable ({_reason(exc)})") from None
+        data = read_json(where, "result", missing_ok=True)
+        if data is None:
+            raise UserError(f"{self.path}: no {SETTINGS}; not a directory written by nas train --save")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise UserError(f"{where}: not a training settings file of format {FORMAT}")
         for key, kind in (("source_config", dict), ("spec", dict), ("data", str)):
@@ -123,22 +128,24 @@ class TrainingDir:
         """Store the state the trainer hands over at the end of an epoch."""
         epoch = int(state["epoch"])
         name = self.built_config().name if (self.path / CONFIG).exists() else "model"
-        write_atomic(self.path / WEIGHTS, weights_bytes(state["model"], {"epoch": str(epoch), "config": name}))
+        root = self._root
+        write_atomic(self.path / WEIGHTS, weights_bytes(state["model"], {"epoch": str(epoch), "config": name}), root=root)
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        write_atomic(self.path / STATE, buffer.getvalue())
-        write_json_atomic(self.path / HISTORY, state["history"])
-        write_atomic(self.path / CURVES, curves_png(state["history"], f"{name}: training"))
+        write_atomic(self.path / STATE, buffer.getvalue(), root=root)
+        write_json_atomic(self.path / HISTORY, state["history"], root=root)
+        write_atomic(self.path / CURVES, curves_png(state["history"], f"{name}: training"), root=root)
 
     def load_state(self) -> dict[str, Any] | None:
         """The last saved state, or None before the first epoch finished."""
         where = self.path / STATE
         if where.is_symlink():
             raise UserError(f"{where}: is a symbolic link")
-        if not where.exists():
+        raw = read_bytes(where, "weights", missing_ok=True)  # never a FIFO or device
+        if raw is None:
             return None
         try:
-            state = torch.load(where, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: pickle, zip and torch errors alike
             raise UserError(f"{where}: unreadable training state ({type(exc).__name__})") from None
         needed = {"epoch": int, "model": dict, "optimizer": dict, "rng": dict, "history": list}
@@ -148,14 +155,13 @@ class TrainingDir:
 
     # -- at the end ----------------------------------------------------------------------------
     def write_result(self, result: dict[str, Any], card: str) -> None:
-        write_json_atomic(self.path / RESULT, result)
-        write_atomic(self.path / CARD, card)
+        write_json_atomic(self.path / RESULT, result, root=self._root)
+        write_atomic(self.path / CARD, card, root=self._root)
 
     def result(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.path / RESULT).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        """result.json once the training finished; None before (or caught half-written)."""
+        data = read_json(self.path / RESULT, "result", missing_ok=True, lenient=True)
+        return data if isinstance(data, dict) else None
 
 
 def weights_bytes(state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -173,6 +179,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS
+    check_regular(path, "weights", missing_ok=True)  # a FIFO or device is refused, not waited on
     try:
         return load_file(str(path))
     except FileNotFoundError:

@@ -6,6 +6,10 @@ into ``RUN_DIR/final/<trial>/``) both go through here, so a kept training is one
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from search_space import ArchConfig
@@ -81,6 +85,55 @@ def saved_spec(keep: TrainingDir) -> ProxySpec:
         raise UserError(f"{keep.path}/train.json: bad spec ({exc})") from None
 
 
+def finished(keep: TrainingDir) -> dict[str, Any] | None:
+    """The result of the training kept in ``keep`` when it ran to its end (result.json, status ok),
+    else None (not finished, failed, or the result unreadable): what `nas finalize` calls done."""
+    result = keep.result()
+    return result if result is not None and result.get("status") == "ok" else None
+
+
+def epochs_kept(keep: TrainingDir) -> int:
+    """How many epochs the training kept in ``keep`` has finished and saved (0 before the first)."""
+    state = keep.load_state()
+    return int(state["epoch"]) if state is not None else 0
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the files of one epoch (or the result) are written, so they
+    are written together; the first signal that came is then delivered to the handler in place
+    before (the caller's: `nas train` turns SIGTERM into its closing line). In a thread other than
+    the main one, where signals cannot be caught, nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in saved:
+        signal.signal(signum, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    if received:
+        signal.raise_signal(received[0])
+
+
+class _HeldWrites:
+    """A `TrainingDir` as the trainer's checkpointer, each epoch's files written with signals held."""
+
+    def __init__(self, keep: TrainingDir) -> None:
+        self.keep = keep
+
+    def load_state(self) -> dict[str, Any] | None:
+        return self.keep.load_state()
+
+    def save_epoch(self, state: dict[str, Any]) -> None:
+        with signals_held():
+            self.keep.save_epoch(state)
+
+
 def run(
     keep: TrainingDir,
     bundle: DataBundle | None = None,
@@ -88,19 +141,27 @@ def run(
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train (or continue) the training kept in ``keep`` to its end; write result.json and card.md."""
+    """Train (or continue) the training kept in ``keep`` to its end; write result.json and card.md.
+
+    A training that already finished is left as it is: its saved result is returned, nothing is
+    trained or rewritten (a rerun would record a throughput of 0 images/s)."""
     from results.cards import trained_card
 
+    done = finished(keep)
+    if done is not None:
+        return done
     settings = keep.settings()
     spec = saved_spec(keep)
     cfg = keep.source_config()
     if bundle is None:
         bundle = load_data(settings["data"], spec.resolution, fraction=spec.data_fraction)
     result = train_proxy(cfg, spec, bundle, on_epoch=on_epoch, progress=progress,
-                         evaluate_test=bool(settings.get("evaluate_test")), checkpoint=keep)  # fmt: skip
+                         evaluate_test=bool(settings.get("evaluate_test")), checkpoint=_HeldWrites(keep))  # fmt: skip
     record = result_record(cfg, spec, bundle, result)
     record["saved"] = str(keep.path)
     record["data_summary"] = bundle.summary()
-    keep.write_result(record, trained_card(keep.built_config(), record, settings, bundle.summary()))
+    card = trained_card(keep.built_config(), record, settings, bundle.summary())
+    with signals_held():
+        keep.write_result(record, card)
     return record
 

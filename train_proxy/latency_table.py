@@ -29,6 +29,21 @@ Each key has its own JSON file under the cache directory:
 Writes merge with what is on disk under a file lock and replace the file atomically, so several
 processes (parallel search trials) can share one table.
 
+Validation. Every table read from disk passes the same checks (`check_table`), whether it is a
+portable table (`LatencyPredictor.from_table`, `nas latency-table check`, a build continued with
+``--out``) or this per-device cache: the file is read by `search_space.files.read_json` (regular
+files only, at most 64 MiB: a FIFO or ``/dev/zero`` is refused, never read), and every entry's
+``ms`` must be a finite number in [0, `MAX_ENTRY_MS`], ``overhead_ms`` finite and within
++-`MAX_OVERHEAD_MS`, correction factors finite and in (0, `MAX_CORRECTION`]. What differs is what
+happens to a file that fails: a portable table cannot be measured again here, so it is refused
+with one line naming the file and the problem; the cache can, so a cache that fails is treated as
+corrupt, exactly as an unparsable one always was: a one-line warning names the file and the
+problem, not one of its entries is used (a negative or NaN entry can never make a candidate
+"fit" ``--latency-ms``), the parts are measured again and the next save replaces the file. A
+symbolic link in place of either file is refused (the writer never writes through one), and the
+lock file next to the table is opened without following links and without blocking on a FIFO
+(`search_space.files.held_lock`).
+
 Per-network constant: a whole-network forward also pays for the Python dispatch between parts
 (``HybridNet.forward``, the stage loops), which no entry contains; each entry's timing in turn
 contains one call of its own wrapper. The two nearly cancel; the residual is measured once per
@@ -49,6 +64,7 @@ import math
 import os
 import re
 import statistics
+import sys
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -62,15 +78,20 @@ from search_space.blocks.heads import ClassifierHead
 from search_space.blocks.layers import LayerNorm2d
 from search_space.blocks.registry import get_block
 from search_space.blocks.stems import PatchEmbed, build_stem
-from search_space.config import HeadConfig, StemConfig
+from search_space.config import MAX_RESOLUTION, HeadConfig, StemConfig
 from search_space.errors import UserError
-from search_space.files import write_json_atomic
+from search_space.files import held_lock, read_json, write_json_atomic
 from search_space.walk import network_parts as walk_parts
 
 from .latency import device_name, pinned_threads, resolve_device, time_callable, time_module
 from .runtimes import check_runtime, prepare, runtime_version
 
 CACHE_ENV = "HYBRID_NAS_CACHE"
+# Bounds of a table's numbers (`check_table`). Entries are the median milliseconds of one part
+# (a block, an embedding) on one batch: CMT-B's largest block takes tens of ms on one CPU thread.
+MAX_ENTRY_MS = 3_600_000.0  # an hour for one part: no measurement, a damaged file
+MAX_OVERHEAD_MS = 1_000.0  # the per-network dispatch constant: 0.0-0.4 ms measured, slightly negative on CUDA
+MAX_CORRECTION = 1_000.0  # calibration factors: measured / predicted per block family, ~1
 TABLE_FORMAT = 2  # 2: entries keyed by input layout, with their output layout
 DEFAULT_TABLE_WARMUP = 5
 DEFAULT_TABLE_REPEATS = 20
@@ -171,13 +192,104 @@ def _network_parts(cfg: ArchConfig, res: int) -> tuple[Part, ...]:
 def _read_correction(raw: Any, path: Path) -> dict[str, float] | None:
     if raw is None:
         return None
-    ok = isinstance(raw, dict) and all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-        for k, v in raw.items()
-    )
-    if not ok:
-        raise UserError(f"{path}: malformed latency table ('correction' must map groups to factors)")
+    problem = _correction_problem(raw)
+    if problem:
+        raise UserError(f"{path}: malformed latency table ({problem})")
     return {k: float(v) for k, v in raw.items()}
+
+
+def _correction_problem(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and all(
+        isinstance(k, str) and _is_number(v) and math.isfinite(v) and 0 < v <= MAX_CORRECTION for k, v in raw.items()
+    )
+    return None if ok else f"'correction' must map groups to factors in (0, {MAX_CORRECTION:g}]"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _entry_problem(value: Any) -> str | None:
+    """What is wrong with one table entry ({"ms": median, "out": layout}), or None."""
+    if not isinstance(value, dict):
+        return "not an object"
+    ms = value.get("ms")
+    if not _is_number(ms):
+        return f"'ms' is {_short_repr(ms)}, not a number"
+    if not math.isfinite(ms):
+        return f"'ms' is {ms}"
+    if ms < 0:
+        return f"'ms' is negative ({ms})"
+    if ms > MAX_ENTRY_MS:
+        return f"'ms' is {ms:.3g}, above {MAX_ENTRY_MS:.0f} (an hour)"
+    if value.get("out") not in LAYOUTS:
+        return f"'out' is {_short_repr(value.get('out'))}, not one of {', '.join(LAYOUTS)}"
+    return None
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**15 else "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_table(data: Any, path: Path) -> dict[str, Any]:
+    """``data`` (a parsed table file) if it is a well-formed latency table; else a one-line
+    `UserError` naming ``path`` and the first problem. The one validation of every table read
+    from disk: portable tables and the per-device cache alike (see the module docstring)."""
+    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+        raise UserError(f"{path}: not a latency table of format {TABLE_FORMAT}")
+    key = data.get("key")
+    if not isinstance(key, dict) or key.get("device") not in ("cpu", "cuda") or not isinstance(key.get("name"), str):
+        raise UserError(f"{path}: malformed latency table (its 'key' must name the device)")
+    for field_name in ("threads", "batch_size"):
+        if not isinstance(key.get(field_name), int) or isinstance(key.get(field_name), bool) or key[field_name] < 1:
+            raise UserError(f"{path}: malformed latency table ('key.{field_name}' must be a positive integer)")
+    entries = data.get("entries")
+    if not isinstance(entries, dict) or not entries:
+        raise UserError(f"{path}: malformed latency table (no entries)")
+    for k, v in entries.items():
+        problem = _entry_problem(v)
+        if problem:
+            raise UserError(f"{path}: malformed latency table (entry {k[:120]!r}: {problem})")
+    overhead = data.get("overhead_ms")
+    if overhead is not None and (
+        not _is_number(overhead) or not math.isfinite(overhead) or abs(overhead) > MAX_OVERHEAD_MS
+    ):
+        raise UserError(f"{path}: malformed latency table ('overhead_ms' must be a finite number of at most "
+                        f"{MAX_OVERHEAD_MS:g} ms either way, got {_short_repr(overhead)})")  # fmt: skip
+    problem = _correction_problem(data.get("correction"))
+    if problem:
+        raise UserError(f"{path}: malformed latency table ({problem})")
+    for name, kind in (("timing", dict), ("calibration", list)):
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            raise UserError(f"{path}: malformed latency table ('{name}' must be {'an object' if kind is dict else 'a list'})")
+    resolution = data.get("resolution")
+    if resolution is not None and (not isinstance(resolution, int) or isinstance(resolution, bool)
+                                   or not 32 <= resolution <= MAX_RESOLUTION):  # fmt: skip
+        raise UserError(f"{path}: malformed latency table ('resolution' must be a whole number of pixels)")
+    return data
+
+
+def _refuse_link(path: Path) -> None:
+    """A symbolic link where a table belongs is refused (the writer never writes through one)."""
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link; a latency table must be a regular file")
+
+
+def _load_json(path: Path, *, missing_ok: bool = False) -> Any:
+    """The parsed JSON of a table file through the project's guarded reader (a regular file of at
+    most 64 MiB); None when missing and ``missing_ok``. Every problem is one `UserError` line."""
+    try:
+        data = read_json(path, "latency table", missing_ok=missing_ok)
+    except UserError as exc:  # "not valid JSON (why)" reads "not a latency table (why)"
+        text = str(exc)
+        if ": not valid JSON" in text:
+            why = text.split(": not valid JSON", 1)[1].strip() or "(not valid JSON)"
+            raise UserError(f"{path}: not a latency table {why}") from None
+        raise
+    return data
 
 
 def _entry_text(entry: dict[str, Any]) -> str:
@@ -202,42 +314,11 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-MAX_TABLE_BYTES = 64 << 20
-
-
 def _read_table(path: Path) -> dict[str, Any]:
-    """A portable table file, checked: one-line errors for a missing, oversized or malformed file."""
-    import stat as _stat
-
-    if path.is_symlink() or (path.exists() and not _stat.S_ISREG(path.stat().st_mode)):
-        raise UserError(f"{path}: not a regular file")
-    try:
-        if path.stat().st_size > MAX_TABLE_BYTES:
-            raise UserError(f"{path}: larger than {MAX_TABLE_BYTES >> 20} MiB; not a latency table")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such latency table") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a latency table ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
-        raise UserError(f"{path}: not a latency table of format {TABLE_FORMAT}")
-    key = data.get("key")
-    if not isinstance(key, dict) or key.get("device") not in ("cpu", "cuda") or not isinstance(key.get("name"), str):
-        raise UserError(f"{path}: malformed latency table (its 'key' must name the device)")
-    for field_name in ("threads", "batch_size"):
-        if not isinstance(key.get(field_name), int) or isinstance(key.get(field_name), bool) or key[field_name] < 1:
-            raise UserError(f"{path}: malformed latency table ('key.{field_name}' must be a positive integer)")
-    entries = data.get("entries")
-    if not isinstance(entries, dict) or not entries:
-        raise UserError(f"{path}: malformed latency table (no entries)")
-    for k, v in entries.items():
-        ok = isinstance(v, dict) and isinstance(v.get("ms"), (int, float)) and not isinstance(v.get("ms"), bool)
-        if not ok or not math.isfinite(v["ms"]) or v["ms"] < 0 or v.get("out") not in LAYOUTS:
-            raise UserError(f"{path}: malformed latency table (entry {k[:120]!r})")
-    overhead = data.get("overhead_ms")
-    if overhead is not None and (not isinstance(overhead, (int, float)) or not math.isfinite(overhead)):
-        raise UserError(f"{path}: malformed latency table ('overhead_ms')")
-    return data
+    """A portable table file, checked (`check_table`): one-line errors for a missing, oversized,
+    non-regular or malformed file."""
+    _refuse_link(path)
+    return check_table(_load_json(path), path)
 
 
 class _BlockProbe(nn.Module):
@@ -285,19 +366,11 @@ def _slug(text: str) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock next to ``path`` (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
+    """An exclusive advisory lock on ``path``'s ``.lock`` file next to it (waiting for other
+    writers). `held_lock` opens it with O_NOFOLLOW | O_NONBLOCK and refuses anything but a
+    regular file: a planted symbolic link or FIFO is one line, never followed or waited on."""
+    with held_lock(path.with_suffix(".lock"), root=path.parent, blocking=True):
         yield
-        return
-    fd = os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class LatencyPredictor:
@@ -433,29 +506,42 @@ class LatencyPredictor:
         return cls(device, threads, batch_size, cache_dir, **options)
 
     # -- persistence ------------------------------------------------------------------------
-    def _read_file(self) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any]]:
+    def _read_file(self, warn: bool = True) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any]]:
         """(entries, overhead, the whole file) of this table's file, when it was made with this
-        predictor's settings; nothing otherwise."""
+        predictor's settings and passes `check_table`; nothing otherwise. A portable table (built
+        into ``--out``) that fails is refused; a cache that fails is corrupt: nothing of it is used,
+        a warning names it (``warn``), and the next save replaces it with measurements."""
+        _refuse_link(self.path)
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}, None, {}
-        except (OSError, ValueError):
+            data = _load_json(self.path, missing_ok=True)
+        except UserError as exc:
             if self._strict_file:
-                raise UserError(f"{self.path}: not a readable latency table; move it away or use another --out") from None
-            return {}, None, {}  # a corrupt cache: rebuilt from measurements, never fatal
+                raise UserError(f"{exc}; move it away or use another --out") from None
+            return self._corrupt(str(exc), warn)
+        if data is None:
+            return {}, None, {}
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or data.get("key") != self.device_key:
             if self._strict_file:
                 theirs = data.get("key") if isinstance(data, dict) else None
                 raise UserError(f"{self.path}: a latency table measured with other settings ({_key_text(theirs)}); "
                                 f"this build is {_key_text(self.device_key)}: use another --out")  # fmt: skip
-            return {}, None, {}
-        entries = {}
-        for key, value in (data.get("entries") or {}).items():
-            if isinstance(value, dict) and isinstance(value.get("ms"), (int, float)) and value.get("out") in LAYOUTS:
-                entries[key] = {"ms": float(value["ms"]), "out": value["out"]}
+            return {}, None, {}  # another format (an older version's cache): rebuilt, silently
+        try:
+            check_table(data, self.path)
+        except UserError as exc:
+            if self._strict_file:
+                raise UserError(f"{exc}; move it away or use another --out") from None
+            return self._corrupt(str(exc), warn)
+        entries = {key: {"ms": float(value["ms"]), "out": value["out"]} for key, value in data["entries"].items()}
         overhead = data.get("overhead_ms")
-        return entries, float(overhead) if isinstance(overhead, (int, float)) else None, data
+        return entries, float(overhead) if overhead is not None else None, data
+
+    def _corrupt(self, problem: str, warn: bool) -> tuple[dict[str, dict[str, Any]], None, dict[str, Any]]:
+        """A cache that failed `check_table` (or could not be read): none of it is used."""
+        if warn:
+            print(f"warning: {problem}; ignoring this latency cache: its entries are measured again and the file "
+                  "replaced", file=sys.stderr)  # fmt: skip
+        return {}, None, {}
 
     def _load(self) -> None:
         entries, overhead, data = self._read_file()
@@ -477,7 +563,7 @@ class LatencyPredictor:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             with _locked(self.path):
-                on_disk, overhead, _ = self._read_file()  # merge what other processes measured meanwhile
+                on_disk, overhead, _ = self._read_file(warn=False)  # merge what others measured meanwhile
                 self.entries = {**on_disk, **self.entries}
                 if self.overhead is None:
                     self.overhead = overhead
@@ -772,8 +858,13 @@ class LatencyPredictor:
             raise TypeError(f"predict() takes an ArchConfig, got {type(cfg).__name__}")
         if self.correction:
             features = self.features(cfg, resolution)
-            return sum(self.correction.get(group, 1.0) * ms for group, ms in features.items())
-        return self.predict_raw(cfg, resolution)
+            value = sum(self.correction.get(group, 1.0) * ms for group, ms in features.items())
+        else:
+            value = self.predict_raw(cfg, resolution)
+        if not math.isfinite(value) or value < 0:  # checked entries cannot give this: a last guard
+            raise UserError(f"{self.path}: predicts {value:.6g} ms for {cfg.name}; the latency table is damaged "
+                            "(move it away to measure again)")  # fmt: skip
+        return value
 
     def predict_raw(self, cfg: ArchConfig, resolution: int | None = None) -> float:
         """The plain sum of the parts' table entries, plus the per-network overhead."""

@@ -35,6 +35,7 @@ from torch import nn
 
 from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import ConfigError, UserError
+from search_space.text import printable
 from search_space.transforms import scale_widths, with_classes
 
 from .data import DataBundle, load_data, stratified_subset
@@ -299,11 +300,11 @@ class _Run:
         first_epoch = len(history) + 1
         earlier = history[-1]["seconds"] if history else 0.0  # time spent before a resume
         status, reason, step_seconds = "ok", None, 0.0
-        bar = _progress_bar(self.total_steps, self.cfg.name, self.progress, done=len(history) * self.steps_per_epoch)
+        bar = _progress_bar(self.total_steps, printable(self.cfg.name), self.progress, done=len(history) * self.steps_per_epoch)
         try:
             for epoch in range(first_epoch, self.spec.epochs + 1):
                 if bar is not None:
-                    bar.set_description(f"train {self.cfg.name} epoch {epoch}/{self.spec.epochs}")
+                    bar.set_description(f"train {printable(self.cfg.name)} epoch {epoch}/{self.spec.epochs}")
                 epoch_start = time.perf_counter()
                 try:
                     train_loss, bad_step = self._train_epoch(model, optimizer, epoch, bar)

@@ -9,6 +9,7 @@ from results.compare import Comparison, compare_runs
 from results.pareto import normalized_hypervolume
 from results.run import LABELS, TrialRecord
 from search_space.errors import UserError
+from search_space.text import printable
 
 from ..cli_utils import print_json
 from ..units import format_macs
@@ -71,8 +72,9 @@ def _row(t: TrialRecord | None, objectives: tuple[str, ...]) -> str:
 def print_comparison(c: Comparison) -> None:
     objs = c.objectives
     width = 7 + 12 * len(objs)
-    print(f"A: {c.run_a.path}  ({c.run_a.display_status}, {len(c.front_a)} on the front)")
-    print(f"B: {c.run_b.path}  ({c.run_b.display_status}, {len(c.front_b)} on the front)")
+    # the run paths are the user's names: printed escaped (a newline or terminal escape in a directory name)
+    print(printable(f"A: {c.run_a.path}  ({c.run_a.display_status}, {len(c.front_a)} on the front)"))
+    print(printable(f"B: {c.run_b.path}  ({c.run_b.display_status}, {len(c.front_b)} on the front)"))
     head = f"{'trial':>6} " + "".join(f"{o:>12}" for o in objs)
     print(f"{'A':<{width}} | B")
     print(f"{head:<{width}} | {head}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from search_space.errors import UserError
+from search_space.text import printable
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
@@ -112,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
     if study_name is not None:
         page += f"/studies/{storage.get_study_id_from_name(study_name)}"
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach it can read and edit these studies "
+        print(f"warning: listening on {printable(args.host)}: anyone who can reach it can read and edit these studies "
               "(the dashboard has no login)", file=sys.stderr)  # fmt: skip
-    print(f"dashboard of {what}: http://{host}:{port}{page}  (Ctrl-C stops it)", flush=True)
+    print(f"dashboard of {printable(what)}: http://{host}:{port}{page}  (Ctrl-C stops it)", flush=True)
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

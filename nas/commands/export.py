@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from results.export import FORMATS, ONNX_OPSET, TOLERANCE, export_run, export_trained
+from search_space.text import printable
 from search_space.errors import UserError
 
 from ..cli_utils import non_negative_int, positive_int, print_json
@@ -75,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
         ])  # fmt: skip
     else:
         for e in exported:
-            print(f"{f'trial {e.trial}' if e.trial >= 0 else e.stem}: {e.config_path}  ({format_count(e.params)} params, {format_macs(e.macs)} MACs)")
-            print(f"  card: {e.card_path}")
+            print(f"{f'trial {e.trial}' if e.trial >= 0 else printable(e.stem)}: {printable(e.config_path)}  ({format_count(e.params)} params, {format_macs(e.macs)} MACs)")
+            print(f"  card: {printable(e.card_path)}")
             for a in e.artifacts:
                 if a.kind == "safetensors":
-                    print(f"  weights: {a.path}")
+                    print(f"  weights: {printable(a.path)}")
                 if a.kind in ("onnx", "torchscript"):
-                    print(f"  {a.kind}: {a.path}  {a.details.get('check', '')}")
+                    print(f"  {a.kind}: {printable(a.path)}  {a.details.get('check', '')}")
     failed = [e.trial for e in exported if not e.checks_passed]
     if failed:
         print(f"error: the exported graph does not match PyTorch (tolerance {TOLERANCE:g}) for trial(s) "

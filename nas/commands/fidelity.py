@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from search_space.text import printable
+
 from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 from ..search import settings as S
 
@@ -79,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, workers=args.workers, space=args.space,
     )  # fmt: skip
     out_path = Path(args.out) if args.out else None
+    if out_path is not None:
+        from ..search.run_dir import refuse_run_records
+
+        refuse_run_records(out_path, "--out")
     if out_path is not None and not out_path.parent.is_dir():
         from search_space.errors import UserError
 
@@ -103,5 +109,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(report))
         if out_path is not None:
-            print(f"report written to {out_path}")
+            print(f"report written to {printable(out_path)}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from search_space.text import printable
+
 from ..cli_utils import DATA_HELP, non_negative_int, positive_int, print_json, resolution_arg
 
 
@@ -69,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     start_new(jobs, spec, data, bundle, run_, shlex.join(["nas", *sys.argv[1:]]))
     for j in jobs:
         if j.state == "done":
-            print(f"trial {j.trial.number}: already finalised in {j.path}", file=sys.stderr)
-    print(f"finalising {len(todo)} trial(s) of {run_.path} on {bundle.summary()}: {spec.epochs} epochs at "
+            print(f"trial {j.trial.number}: already finalised in {printable(j.path)}", file=sys.stderr)
+    print(f"finalising {len(todo)} trial(s) of {printable(run_.path)} on {printable(bundle.summary())}: {spec.epochs} epochs at "
           f"{spec.resolution} px, {concurrency} at a time, {threads} thread(s) each"
           + (f", {gpus_per_job:g} GPU each" if gpus_per_job else ""), file=sys.stderr)  # fmt: skip
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if error is not None or result is None or result.get("status") == "failed":
             failed.append(job.trial.number)
             why = error or (result or {}).get("failure_reason")
-            print(f"trial {job.trial.number}: FAILED ({why}); run nas finalize again to continue", file=sys.stderr)
+            print(f"trial {job.trial.number}: FAILED ({printable(why)}); run nas finalize again to continue", file=sys.stderr)
             return
         results[job.trial.number] = result
         test = f", test_acc {result['test_acc']:.4f}" if result.get("test_acc") is not None else ""
@@ -100,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             final = f"{r['final_val_acc']:.4f}" if r["final_val_acc"] is not None else "-"
-            print(f"trial {r['trial']}: proxy {r['proxy_val_acc']:.4f}  final {final}  {r['dir']}")
+            print(f"trial {r['trial']}: proxy {r['proxy_val_acc']:.4f}  final {final}  {printable(r['dir'])}")
     return 1 if failed else 0

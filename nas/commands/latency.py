@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from search_space.text import printable
 from search_space import analytic_cost, resolve_config
 
 from ..cli_utils import non_negative_int, positive_int, print_json, resolution_arg
@@ -100,11 +101,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{cfg.name} at {resolution}x{resolution}, batch {result.batch_size}, {result.threads} thread(s), "
+    print(f"{printable(cfg.name)} at {resolution}x{resolution}, batch {result.batch_size}, {result.threads} thread(s), "
           f"{result.device} ({result.device_name}), {result.runtime}, {format_macs(out['macs'])} MACs")  # fmt: skip
     print(f"latency  median {result.median_ms:.2f} ms   p90 {result.p90_ms:.2f} ms   "
           f"min {result.min_ms:.2f} ms   ({result.repeats} runs after {result.warmup} warm-up)")  # fmt: skip
     if args.predict:
         print(f"predicted {predicted:.2f} ms ({out['predicted_error']:+.1%} vs measured median; "
-              f"{predictor.measurements} new table entries, table {predictor.path})")  # fmt: skip
+              f"{predictor.measurements} new table entries, table {printable(predictor.path)})")  # fmt: skip
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from search_space.text import printable
+
 from ..cli_utils import non_negative_int, positive_int, print_json
 
 CALIBRATION_SEED = 10_000  # random architectures of the space, apart from those a benchmark evaluates
@@ -56,6 +58,9 @@ def run_build(args: argparse.Namespace) -> int:
     check_runtime(args.runtime, args.device)
     space = load_space(args.space)
     out = Path(args.out)
+    from ..search.run_dir import refuse_run_records
+
+    refuse_run_records(out, "--out")
     if out.is_symlink() or (out.exists() and not out.is_file()):
         raise UserError(f"--out {out}: not a regular file")
     if not out.parent.is_dir():
@@ -68,7 +73,7 @@ def run_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     todo = len({key for cfg in networks for key in predictor.missing(cfg)})
-    print(f"latency table {out}: {predictor.describe()}; {len(predictor)} entries already measured, at least "
+    print(f"latency table {printable(out)}: {printable(predictor.describe())}; {len(predictor)} entries already measured, at least "
           f"{todo} to go for space '{space.name}' at {space.resolution} px", file=sys.stderr)  # fmt: skip
     with tqdm(total=todo, desc="latency table", unit="entry", file=sys.stderr, disable=None) as bar:
 
@@ -87,7 +92,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"{out}: {len(predictor)} entries ({measured} measured now) covering space '{space.name}' at "
+        print(f"{printable(out)}: {len(predictor)} entries ({measured} measured now) covering space '{printable(space.name)}' at "
               f"{space.resolution} px; {predictor.describe()}")  # fmt: skip
     return 0
 
@@ -102,6 +107,6 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"table": args.table, "entries": len(predictor), "covers": space.name, **predictor.table_info()})
     else:
-        print(f"{args.table}: {len(predictor)} entries cover space '{space.name}' at {space.resolution} px; "
+        print(f"{printable(args.table)}: {len(predictor)} entries cover space '{printable(space.name)}' at {space.resolution} px; "
               f"{predictor.describe()}")  # fmt: skip
     return 0

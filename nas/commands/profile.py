@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from search_space.text import printable
 from search_space import analytic_report, resolve_config, traced_cost
 
 from ..cli_utils import print_json, resolution_arg
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{cfg.name} at {report.resolution}x{report.resolution}  (FLOPs = multiply-accumulates)")
+    print(f"{printable(cfg.name)} at {report.resolution}x{report.resolution}  (FLOPs = multiply-accumulates)")
     print(f"{'part':<8} {'params':>12} {'MACs':>12}")
     for name, c in report.parts:
         print(f"{name:<8} {format_count(c.params):>12} {format_macs(c.macs):>12}")

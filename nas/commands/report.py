@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from results.report import build_report
+from search_space.text import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = build_report(args.run_dir, args.out)
-    print(f"report: {report.html_path}")
+    print(f"report: {printable(report.html_path)}")
     for path in report.pngs.values():
-        print(f"figure: {path}")
+        print(f"figure: {printable(path)}")
     for note in report.notes:
-        print(f"note: {note}")
+        print(f"note: {printable(note)}")
     return 0

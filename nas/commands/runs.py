@@ -8,6 +8,7 @@ from typing import Any
 
 from results.run import Run, is_run_dir, load_run
 from search_space.errors import UserError
+from search_space.text import printable
 
 from ..cli_utils import print_json
 from ..units import format_count, format_macs
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     if not rows:
-        print(f"no runs under {args.dir}")
+        print(printable(f"no runs under {args.dir}"))
         return 0
     header = (
         f"{'run':<28} {'status':<12} {'trials':>9} {'best acc':>9} {'(trial)':>7} {'budget':>11} {'limits':<18} "
@@ -79,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(header)
     for r in rows:
+        name = printable(r["run"])  # a directory name may hold a newline (a forged row) or terminal escapes
         if r["status"] == "unreadable":
-            print(f"{r['run']:<28} {'unreadable':<12} {r['error']}")
+            print(printable(f"{name:<28} {'unreadable':<12} {r['error']}"))
             continue
         total = r["trials"] if r["trials"] is not None else "?"
         best = f"{r['best_acc']:.4f}" if r["best_acc"] is not None else "-"
@@ -91,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
             limits.append(f"params<={format_count(r['max_params']).replace(' ', '')}")
         if r["latency_ms"]:
             limits.append(f"lat<={r['latency_ms']:g}ms")
-        print(
-            f"{r['run'][:28]:<28} {r['status']:<12} {str(r['trained']) + '/' + str(total):>9} {best:>9} {trial:>7} "
+        print(printable(
+            f"{name[:28]:<28} {r['status']:<12} {str(r['trained']) + '/' + str(total):>9} {best:>9} {trial:>7} "
             f"{budget:>11} {' '.join(limits) or '-':<18} {','.join(r['objectives'])}"
-        )
+        ))  # fmt: skip
     return 0

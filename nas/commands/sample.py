@@ -6,8 +6,11 @@ import argparse
 import random
 from pathlib import Path
 
+from search_space.text import printable
 from search_space import SearchSpace, analytic_cost
-from search_space.errors import UserError
+from search_space.files import make_output_dir
+
+from ..search.run_dir import refuse_run_records
 
 from ..cli_utils import positive_int
 from ..units import format_count, format_macs
@@ -24,9 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space) if args.space else SearchSpace.default()
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"{args.out}: exists and is not a directory")
-    args.out.mkdir(parents=True, exist_ok=True)
+    refuse_run_records(args.out, "--out")
+    make_output_dir(args.out, flag="--out")
     rng = random.Random(args.seed)
     for i in range(args.n):
         cfg = space.sample(rng).replace(name=f"sample_{i:03d}")
@@ -34,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         cfg.save(path)
         cost = analytic_cost(cfg)
         blocks = ",".join(s.block for s in cfg.stages)
-        print(f"{path}  {blocks:<24} params {format_count(cost.params):>10}  MACs {format_macs(cost.macs):>10}")
+        print(f"{printable(path)}  {blocks:<24} params {format_count(cost.params):>10}  MACs {format_macs(cost.macs):>10}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from search_space.text import printable
 from search_space import resolve_config
 
 from train_proxy.zero_cost import PROXIES
@@ -74,6 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{cfg.name}: {args.proxy} = {score:.6g}  (resolution {args.resolution}, batch {args.batch_size}, "
-          f"data {args.data}, seed {args.seed}, {seconds:.1f} s)")  # fmt: skip
+    print(f"{printable(cfg.name)}: {args.proxy} = {score:.6g}  (resolution {args.resolution}, batch {args.batch_size}, "
+          f"data {printable(args.data)}, seed {args.seed}, {seconds:.1f} s)")  # fmt: skip
     return 0

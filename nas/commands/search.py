@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         if notice:
             print(notice, file=sys.stderr)
     # Not a terminal (a log, CI): wide enough that the Pareto table is never cut.
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    # markup=False: a "[red]" in a path or name is text, not a style (and nothing of ours uses markup)
+    out, err = Console(soft_wrap=True, markup=False), Console(stderr=True, soft_wrap=True, markup=False)
     if not out.is_terminal:
-        out = Console(soft_wrap=True, width=200)
+        out = Console(soft_wrap=True, width=200, markup=False)
     return run_search(plan, out, err)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from search_space.text import printable
+
 from ..cli_utils import positive_int, print_json
 from ..units import format_count, format_macs
 
@@ -25,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     budget = format_macs(report["budget_macs"]) if report.get("budget_macs") else "-"
-    print(f"{report['run_dir']}: {report['status']}  (budget {budget} MACs, sampler {report['sampler']}, "
-          f"objectives {','.join(report['objectives'] or [])})")  # fmt: skip
+    # the run directory, the study and its storage are the user's names: printed escaped
+    print(printable(f"{report['run_dir']}: {report['status']}  (budget {budget} MACs, sampler {report['sampler']}, "
+                    f"objectives {','.join(report['objectives'] or [])})"))  # fmt: skip
     print(f"trained {report['trained']}/{report['trials_requested']}: complete {report['complete']}, "
           f"pruned {report['pruned']}, failed {report['failed']}"
           + (f" ({report['interrupted']} interrupted by a killed search, re-queued)" if report["interrupted"] else "")
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{b['number']:>6} {b['val_acc']:>9.4f} {format_macs(b['macs']):>10} "
                   f"{format_count(b['params']):>10}  {','.join(b['blocks'])}")  # fmt: skip
     if report.get("storage"):
-        print(f"study {report['study_name']} in {report['storage']}")
+        print(printable(f"study {report['study_name']} in {report['storage']}"))
     if report["pareto"]:
         print(f"pareto front: trials {', '.join(map(str, report['pareto']))}")
     return 0

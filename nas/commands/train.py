@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+import signal
 import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
 
 from search_space import ArchConfig, UserError, resolve_config
+from search_space.text import printable
 
 from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
 from ..units import format_count, format_macs
@@ -74,15 +79,38 @@ TRAINING_FLAGS = ("data", "epochs", "resolution", "batch_size", "seed", "fractio
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; Ctrl-C (exit 130) and SIGTERM (exit 143, as `nas search`) end it with one closing line
+    that says what was kept and how to continue."""
+    at = _Progress()
+    term = _SigtermInterrupts()
+    with term:
+        try:
+            return _train(args, at)
+        except KeyboardInterrupt:
+            signum = term.received or signal.SIGINT
+            print(printable(_interrupted_line(signum, at)), file=sys.stderr)
+            return 128 + signum
+
+
+def _train(args: argparse.Namespace, at: "_Progress") -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
     from train_proxy.trainer import warmup_epochs
     from train_proxy import keep as kept
+    from nas.search.run_dir import refuse_run_records
     from train_proxy.checkpoint import TrainingDir
     from train_proxy.data import resolve_data_arg
     from train_proxy.trainer import resolve_device
 
     if args.resume:
         keep = _resumed(args)
+        at.keep = keep
+        done = kept.finished(keep)
+        if done is not None:  # nothing to train, nothing to rewrite
+            if args.json:
+                print_json(done)
+            else:
+                print(printable(_finished_line(keep.path, done)))
+            return 0
         cfg, spec = keep.source_config(), kept.saved_spec(keep)
         data, notice = keep.settings()["data"], None
     else:
@@ -105,20 +133,24 @@ def run(args: argparse.Namespace) -> int:
         )
         data, notice = resolve_data_arg(args.data)
         if args.save:
+            refuse_run_records(args.save, "--save")
             TrainingDir.check_new(args.save)
+    at.epochs = spec.epochs
     resolve_device(spec.device)  # an unusable device is refused before the data is read
     bundle = load_data(data, spec.resolution, fraction=spec.data_fraction)
     if args.test and bundle.test is None:
         raise UserError(f"--test: {bundle.name} has no official test split (fashion-mnist and mnist:DIR have one)")
     if notice:
-        print(notice, file=sys.stderr)
+        print(printable(notice), file=sys.stderr)
     if args.save:
         # a kept training scores its test split at the end, when the data has one
         evaluate_test = args.test or bundle.test is not None
         keep = TrainingDir.create(args.save)  # everything checked: now the first write
+        at.keep = keep
         kept.start(keep, cfg, spec, data, bundle, evaluate_test=evaluate_test, extra=_provenance(args))
 
     def report_epoch(record: dict) -> None:
+        at.finished = record["epoch"]
         if not args.json:
             _write(
                 f"epoch {record['epoch']:>3}/{spec.epochs}  loss {record['train_loss']:.4f}  "
@@ -127,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.json:
         verb = f"resuming {keep.path}: " if args.resume else ""
-        print(f"{verb}training {cfg.name} on {bundle.summary()}")
+        print(printable(f"{verb}training {cfg.name} on {bundle.summary()}"))
+    at.training = True
     if args.save or args.resume:
         out = kept.run(keep, bundle, on_epoch=report_epoch, progress=not args.no_progress)
     else:
@@ -138,18 +171,90 @@ def run(args: argparse.Namespace) -> int:
         print_json(out)
     else:
         test = f"test_acc {out['test_acc']:.4f} " if out["test_acc"] is not None else ""
-        print(
+        print(printable(
             f"{cfg.name} at {spec.resolution} px ({format_count(out['params'])} params, "
             f"{format_macs(out['macs'])} MACs): val_acc {out['val_acc']:.4f} (best {out['best_val_acc']:.4f}) "
             f"{test}after {out['epochs']} epochs, {out['train_seconds']:.1f} s, {out['images_per_second']:.0f} "
             f"images/s on {out['device']} ({out['precision']}), drop path {out['drop_path_rate']:g}"
-        )
+        ))  # fmt: skip
         if "saved" in out:
-            print(f"saved in {out['saved']}: model.safetensors, config.yaml, card.md, curves.png")
+            print(printable(f"saved in {out['saved']}: model.safetensors, config.yaml, card.md, curves.png"))
     if out["status"] == "failed":
-        print(f"error: training failed: {out['failure_reason']}", file=sys.stderr)
+        print(printable(f"error: training failed: {out['failure_reason']}"), file=sys.stderr)
         return 1
     return 0
+
+
+@dataclass
+class _Progress:
+    """How far a `nas train` got, for the closing line of an interrupted one."""
+
+    keep: Any = None  # the TrainingDir, once there is one (--resume, or --save after its first write)
+    epochs: int | None = None  # of the training, once known
+    training: bool = False  # the data is loaded and the loop started
+    finished: int = 0  # epochs finished in this call's loop (their count, as reported)
+
+
+class _SigtermInterrupts:
+    """For the duration of a `with`: SIGTERM interrupts the training as Ctrl-C does (a
+    KeyboardInterrupt), and `received` records it, so that the command can close with one line and
+    exit 143 (128 + SIGTERM, as `nas search`). A second SIGTERM kills the process at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: Any = None
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_SigtermInterrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.previous if self.previous is not None else signal.SIG_DFL)
+
+
+def _interrupted_line(signum: int, at: _Progress) -> str:
+    """One line: what interrupted the training, what was kept, and how to continue."""
+    what = "interrupted by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+    of = f" of {at.epochs}" if at.epochs else ""
+    if at.keep is None:
+        if not at.training:
+            return f"{what} before the training started; nothing was written"
+        return (f"{what} during epoch {at.finished + 1}{of}; nothing was kept (nas train --save DIR keeps a training "
+                "that nas train --resume DIR continues)")  # fmt: skip
+    from train_proxy import keep as kept
+
+    where, again = at.keep.path, f"nas train --resume {shlex.quote(str(at.keep.path))}"
+    try:
+        done = kept.finished(at.keep)
+        saved = kept.epochs_kept(at.keep)
+    except UserError:  # unreadable now: say what this call saw
+        done, saved = None, at.finished
+    if done is not None:
+        return f"{what} after the training finished; its result is in {where}"
+    if at.epochs and saved >= at.epochs:
+        return (f"{what} after the last epoch: all {saved} epochs kept in {where}, the result not written yet; "
+                f"finish with {again}")  # fmt: skip
+    moment = f"during epoch {saved + 1}{of}" if at.training else "before the training started"
+    if saved == 0:
+        return f"{what} {moment}: no epoch finished yet, the settings are kept in {where}; continue with {again}"
+    return (f"{what} {moment}: {saved} finished epoch{'s' if saved > 1 else ''} kept in {where} "
+            f"(weights, optimizer and random state); continue with {again}")  # fmt: skip
+
+
+def _finished_line(path: Any, result: dict) -> str:
+    """What `--resume` says of a training that already ran to its end."""
+    facts = [f"{result.get('epochs')} epochs"]
+    facts += [f"{name} {result[name]:.4f}" for name in ("val_acc", "test_acc")
+              if isinstance(result.get(name), (int, float)) and not isinstance(result.get(name), bool)]  # fmt: skip
+    return f"{path}: training finished ({', '.join(facts)}); nothing to do"
 
 
 def _resumed(args: argparse.Namespace):  # type: ignore[no-untyped-def]

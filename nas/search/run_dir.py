@@ -42,7 +42,17 @@ import yaml
 
 from search_space import ArchConfig
 from search_space.errors import UserError
-from search_space.files import write_atomic, write_json_atomic
+from search_space.files import (
+    append_atomic,
+    check_regular,
+    check_single_link,
+    held_lock,
+    make_dirs,
+    read_json,
+    read_text,
+    write_atomic,
+    write_json_atomic,
+)
 
 FORMAT = 1
 STUDY_NAME = "search"
@@ -160,6 +170,30 @@ def arch_hash(cfg: ArchConfig) -> str:
     return hashlib.sha1(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()
 
 
+# what a run directory holds of its own: no other command's output may land on or inside these
+RUN_RECORDS = ("run.json", "space.yaml", "study.journal", "tune", "trials", "pareto", "final", ".lock")
+
+
+def refuse_run_records(out: str | Path, flag: str, *, allow: tuple[str, ...] = ()) -> None:
+    """One line if output path ``out`` would overwrite one of a run's own records (``RUN/run.json``,
+    ``RUN/pareto/...``, the run directory itself), seen through symbolic links too; ``allow``:
+    records this command legitimately writes (``nas finalize``: final)."""
+    out = Path(out)
+    for candidate in {Path(os.path.abspath(out)), Path(os.path.realpath(out))}:
+        for run in (candidate, *candidate.parents):
+            try:
+                is_run = (run / "run.json").is_file()
+            except OSError:
+                is_run = False
+            if not is_run:
+                continue
+            parts = candidate.relative_to(run).parts
+            if not parts:
+                raise UserError(f"{flag} {out}: is the run directory {run} itself; choose another place")
+            if parts[0] in RUN_RECORDS and parts[0] not in allow:
+                raise UserError(f"{flag} {out}: would overwrite {run}'s own {parts[0]}; choose another place")
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -219,18 +253,15 @@ class RunDir:
         """run.json as a dict. ``strict`` (the search, `nas status`): it must be of this FORMAT
         and hold settings; readers of older or partial runs pass ``strict=False``. A file caught
         mid-write (by a writer that does not rename, e.g. a copy) is re-read a few times."""
-        problem = ""
         for attempt in range(attempts):
-            try:
-                data = json.loads(self.run_json.read_text(encoding="utf-8"))
+            data = read_json(self.run_json, "run.json", missing_ok=True, lenient=True)  # never a FIFO, never 1 GB
+            if data is not None or not self.run_json.exists():
                 break
-            except FileNotFoundError:
-                raise UserError(f"{self.path}: not a search run directory (no run.json)") from None
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                problem = type(exc).__name__
-                time.sleep(0.05 * (attempt + 1))
+            time.sleep(0.05 * (attempt + 1))
         else:
-            raise UserError(f"{self.run_json}: unreadable run.json ({problem})")
+            raise UserError(f"{self.run_json}: unreadable run.json (not valid JSON)")
+        if data is None:
+            raise UserError(f"{self.path}: not a search run directory (no run.json)")
         if not isinstance(data, dict):
             raise UserError(f"{self.run_json}: unreadable run.json (not a JSON object)")
         problem = run_json_shape_problem(data)
@@ -262,12 +293,28 @@ class RunDir:
         return self.read_run_json()
 
     def check_no_links(self) -> None:
-        """Refuse a run holding symbolic links: every write in it would follow one out of the directory."""
+        """Refuse a run holding symbolic links: every write in it would follow one out of the directory.
+        (The one link an earlier version's Optuna lock could leave, ``study.journal.lock`` naming
+        the journal, is no write target: it is removed when the journal is opened.)"""
         for root, dirs, files in os.walk(self.path, followlinks=False):
             for name in (*dirs, *files):
                 path = Path(root) / name
+                if path == self.stale_journal_lock and os.readlink(path) in (str(self.journal), self.journal.name):
+                    continue
                 if path.is_symlink():
                     raise UserError(f"{path}: a symbolic link inside the run directory; refusing to write through it")
+
+    def recorded_trials(self, meta: Mapping[str, Any]) -> int:
+        """How many trials the run recorded: run.json's counts or the trial folders, whichever is
+        more (a study holding fewer than this is not the run's whole study)."""
+        counts = meta.get("counts") if isinstance(meta.get("counts"), Mapping) else {}
+        total = counts.get("total") if isinstance(counts.get("total"), int) else 0
+        folders = 0
+        if self.trials_dir.is_dir() and not self.trials_dir.is_symlink():
+            numbers = [int(p.name) for p in self.trials_dir.iterdir()
+                       if p.name.isdigit() and len(p.name) == TRIAL_DIR_DIGITS]  # fmt: skip
+            folders = max(numbers) + 1 if numbers else 0
+        return max(int(total), folders)
 
     def in_use(self) -> bool:
         """True while a search holds this directory's lock (never creates the lock file)."""
@@ -278,6 +325,8 @@ class RunDir:
         except OSError:
             return False
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False  # a FIFO or device is no lock of ours (and must not be waited on)
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
@@ -314,28 +363,13 @@ class RunDir:
         flock is released by the kernel when the process dies, even on SIGKILL, so a killed search
         never leaves a stale lock behind.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        try:  # never through a planted link; never a FIFO or device
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        except OSError as exc:
-            raise UserError(f"{self.lock_file}: cannot open the lock file ({exc.strerror}); a symbolic link?") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UserError(f"{self.lock_file}: not a regular file")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:  # never through a planted link, never a FIFO or device, never another name's inode
+            with held_lock(self.lock_file, root=self.path, content=f"{os.getpid()}\n".encode()):
+                yield
         except BlockingIOError:
-            os.close(fd)
             holder = _read_pid(self.lock_file)
             who = f" (pid {holder})" if holder else ""
             raise UserError(f"{self.path}: run directory is in use by another nas search{who}") from None
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # -- run.json -----------------------------------------------------------------------
     def create(self, settings: dict[str, Any], space_text: str, storage: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -354,49 +388,68 @@ class RunDir:
             "space_sha256": space_digest(space_text),  # a resume refuses an edited space.yaml
             **(storage or {}),
         }
-        self.trials_dir.mkdir(parents=True, exist_ok=True)
-        self.tune_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.space_yaml, space_text)
-        write_json_atomic(self.run_json, data)
+        make_dirs(self.trials_dir, root=self.path)
+        make_dirs(self.tune_dir, root=self.path)
+        write_atomic(self.space_yaml, space_text, root=self.path)
+        write_json_atomic(self.run_json, data, root=self.path)
         return data
 
     def update(self, **changes: Any) -> dict[str, Any]:
         data = self.read_run_json()
         data.update(changes)
         data["updated"] = now_iso()
-        write_json_atomic(self.run_json, data)
+        write_json_atomic(self.run_json, data, root=self.path)
         return data
 
     # -- per-trial files ----------------------------------------------------------------
     def write_trial_config(self, number: int, cfg: ArchConfig) -> None:
-        d = self.trial_dir(number)
-        d.mkdir(parents=True, exist_ok=True)
-        write_atomic(d / "config.yaml", cfg.to_yaml())
+        write_atomic(self.trial_dir(number) / "config.yaml", cfg.to_yaml(), root=self.path)
 
     def append_metrics(self, number: int, row: dict[str, Any]) -> None:
-        """One JSON line per epoch; epoch 1 starts the file afresh (a retried trial restarts)."""
-        d = self.trial_dir(number)
-        d.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+        """One JSON line per epoch; epoch 1 starts the file afresh (a retried trial restarts).
+        Rewritten whole each time (`append_atomic`): never written in place."""
+        path = self.trial_dir(number) / "metrics.jsonl"
+        line = json.dumps(row) + "\n"
         if int(row.get("epoch", 0)) <= 1:
-            flags |= os.O_TRUNC
-        try:
-            fd = os.open(d / "metrics.jsonl", flags, 0o644)
-        except OSError as exc:
-            raise UserError(f"{d / 'metrics.jsonl'}: cannot write ({exc.strerror})") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(row) + "\n")
+            write_atomic(path, line, root=self.path)
+        else:
+            append_atomic(path, line, root=self.path, kind="metrics")
 
     def write_trial_result(self, number: int, result: dict[str, Any]) -> None:
-        d = self.trial_dir(number)
-        d.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(d / "result.json", result)
+        write_json_atomic(self.trial_dir(number) / "result.json", result, root=self.path)
 
     def read_trial_result(self, number: int) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.trial_dir(number) / "result.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+        """A trial's result.json; None when missing or caught half-written; a FIFO, device or
+        oversized file is a one-line error."""
+        data = read_json(self.trial_dir(number) / "result.json", "result", missing_ok=True, lenient=True)
+        return data if isinstance(data, dict) else None
+
+    def read_trial_metrics(self, number: int) -> list[dict[str, Any]]:
+        """Per-epoch rows of a trial; a half-written last line (a trial still training) is skipped."""
+        text = read_text(self.trial_dir(number) / "metrics.jsonl", "metrics", missing_ok=True) or ""
+        rows = []
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    @property
+    def stale_journal_lock(self) -> Path:
+        """Optuna's default journal lock (a symbolic link to the journal), left by a SIGKILL of a
+        search of an earlier version; searches now lock the journal in-process."""
+        return self.path / (self.journal.name + ".lock")
+
+    def prepare_journal(self) -> None:
+        """Before Optuna appends to the journal by name (the run's flock held): a regular file within
+        its cap, with one link (a ``cp -al`` backup is not grown by a resume), reached without links."""
+        check_regular(self.journal, "journal")
+        check_single_link(self.journal, root=self.path)
+        if self.stale_journal_lock.is_symlink():
+            self.stale_journal_lock.unlink()
 
 
 # run.json's top-level keys and the JSON types they must have where present (and not null)
@@ -430,10 +483,10 @@ def run_json_shape_problem(data: dict[str, Any]) -> str | None:
 
 def _read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
-        return int(text) if text.isdigit() else None
-    except (OSError, UnicodeDecodeError):
+        text = (read_text(path, "lock", missing_ok=True) or "").strip()
+    except UserError:  # a FIFO, device or oversized .lock holds no pid of ours
         return None
+    return int(text) if text.isdigit() else None
 
 
 def repair_journal(path: Path) -> bool:
@@ -442,19 +495,10 @@ def repair_journal(path: Path) -> bool:
     Optuna skips a trailing partial line when reading, but the next append would glue a new record
     onto it and corrupt both. Returns True if something was cut.
     """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    from search_space.files import read_bytes
+
+    data = read_bytes(path, "journal", missing_ok=True)
+    if not data or data.endswith(b"\n"):
         return False
-    if size == 0:
-        return False
-    if path.is_symlink():
-        raise UserError(f"{path}: is a symbolic link; refusing to repair through it")
-    with open(path, "rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) == b"\n":
-            return False
-        data = fh.seek(0) or fh.read()
-        keep = data.rfind(b"\n") + 1
-        fh.truncate(keep)
+    write_atomic(path, data[: data.rfind(b"\n") + 1])  # a new file: never truncated in place
     return True

@@ -20,6 +20,17 @@ their architectures re-enqueued. A finished run resumed with a larger ``--trials
 the same way. In a database the driver keeps Optuna heartbeats on its running trials; a resume
 first waits for those of RUNNING trials to lapse (`storage.wait_for_lapsed_heartbeats`), so it
 never takes over trials that another live search is training.
+
+A database that goes away mid-search (the server stopped, the network gone) ends the search as a
+full disk does: one line, ``error: lost the study's database URL (what happened); the run is
+interrupted: continue with nas search --resume --out RUN once it is reachable`` (the URL without
+its password), run.json ``interrupted`` with that first part as its ``error``, exit status 2 (the
+CLI's status for one-line errors), Ray shut down. Whichever part meets the outage first notes it
+on the searcher's `storage.Outage` without raising or logging (the searcher's callbacks, the
+heartbeat thread, Tune's log records); a Tune stopper then ends the experiment at once, and
+whatever database error still reaches `run` is told apart by `storage.connection_error`. The
+trials it was training stay RUNNING in the study: the resume marks them interrupted and re-queues
+them, as after a kill.
 """
 
 from __future__ import annotations
@@ -40,9 +51,11 @@ from typing import Any
 from search_space import SearchSpace
 from search_space.errors import DiskFullError, UserError
 from search_space.files import free_space, is_disk_full
+from search_space.text import printable
 from search_space.yaml_io import read_text_file
 
 from ..units import format_macs
+from . import preflight
 from .run_dir import RunDir, default_run_dir, now_iso, space_digest
 from .settings import (
     SearchSettings,
@@ -51,7 +64,7 @@ from .settings import (
     new_settings,
     resumed_settings,
 )
-from .storage import Heartbeats, RunStorage, live_trials
+from .storage import DatabaseLost, Heartbeats, Outage, RunStorage, connection_error, database_lost, live_trials
 
 OBJECT_STORE_BYTES = 256 * 1024**2  # the trials exchange only small dicts; keep Ray's store modest
 ASHA_REDUCTION = 3
@@ -99,6 +112,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     if args.resume:
         stored = run_dir.check_resumable()
         settings = resumed_settings(stored["settings"], args)
+        preflight.check_resume(run_dir, stored, settings)  # values, record directories: nothing written yet
         space = SearchSpace.load(run_dir.space_yaml)  # the run's own copy: one-line errors if damaged
         space_text = read_text_file(run_dir.space_yaml, "search space file")
         recorded = stored.get("space_sha256")
@@ -124,7 +138,8 @@ def prepare(args: argparse.Namespace) -> Plan:
     # last, as it may wait for heartbeats: the storage is reachable, the study name free (a new
     # run) or the study reads end to end and no other search drives it (a resume). Writes nothing.
     if args.resume:
-        storage.check_resume(stored, lambda line: print(line, file=sys.stderr, flush=True))  # type: ignore[arg-type]
+        study = storage.check_resume(stored, lambda line: print(line, file=sys.stderr, flush=True))  # type: ignore[arg-type]
+        preflight.check_study(run_dir, stored, study, storage.describe())  # type: ignore[arg-type]
     else:
         storage.check_new()
     return Plan(settings, space, space_text, run_dir, bool(args.resume), stored, num_classes, predictor, storage)
@@ -169,12 +184,14 @@ def start_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    from .ray_local import start_local_ray
+
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     try:
         if address is None:
-            # address="local": never join a cluster named by $RAY_ADDRESS behind the user's back
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                     object_store_memory=OBJECT_STORE_BYTES, **quiet)  # fmt: skip
+            # address="local" on 127.0.0.1 for real (ray.init alone would listen on every interface),
+            # and a watchdog that ends Ray's agents when the driver is killed: ray_local.py says why
+            start_local_ray(OBJECT_STORE_BYTES, **quiet)
         else:
             host = address.rpartition(":")[0]
             extra = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
@@ -273,7 +290,7 @@ class Progress:
         elif kind in ("complete", "pruned", "failed") and info.get("trained"):
             acc = info.get("val_acc")
             detail = f"acc {acc:.4f}" if acc is not None else (info.get("reason") or "")
-            self.out.print(f"trial {info['number']}: {kind} {detail}", highlight=False)
+            self.out.print(f"trial {info['number']}: {kind} {printable(detail)}", highlight=False)
             self.out.print(self.renderable(), highlight=False)
         if kind == "exhausted":
             console = self.live.console if self.live is not None else self.out
@@ -320,9 +337,9 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     s = plan.settings
     started = time.monotonic()
-    err_console.print(f"run directory: {plan.run_dir.path}", highlight=False)
+    err_console.print(f"run directory: {printable(plan.run_dir.path)}", highlight=False)
     if plan.study_storage.is_database:  # the URL as run.json records it: never the password
-        err_console.print(f"study {plan.study_storage.study_name} in {plan.study_storage.describe()}", highlight=False)
+        err_console.print(printable(f"study {plan.study_storage.study_name} in {plan.study_storage.describe()}"), highlight=False)
     if plan.predictor is not None and not plan.predictor.frozen:  # every block is timed before any trial runs
         from .latency_warmup import warm_up
 
@@ -347,6 +364,10 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
                 _mark(plan.run_dir, "interrupted")
                 raise
             except BaseException as exc:
+                lost = _database_lost(plan.study_storage, exc)
+                if lost is not None:  # resumable once the database is back: one line, no traceback
+                    _mark(plan.run_dir, "interrupted", lost.short)
+                    raise lost from None
                 if is_disk_full(exc):
                     _mark(plan.run_dir, "interrupted", "disk full")  # best effort: the disk is full
                     raise _disk_full(plan.run_dir, str(exc)) from None
@@ -362,6 +383,16 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
         import ray
 
         ray.shutdown()
+
+
+def _database_lost(where: RunStorage, exc: BaseException) -> DatabaseLost | None:
+    """``exc`` as the one line of a search whose database went away, or None (another error)."""
+    if isinstance(exc, DatabaseLost):
+        return exc
+    if not where.is_database or not isinstance(exc, Exception):
+        return None
+    cause = connection_error(exc)
+    return None if cause is None else database_lost(where, cause)
 
 
 def _disk_full(rd: RunDir, detail: str) -> DiskFullError:
@@ -411,6 +442,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     import optuna
 
     from . import pareto
+    from .run_dir import count_frozen
     from .searcher import NasSearcher, make_sampler, mark_interrupted
     from .status import count_study
 
@@ -441,6 +473,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     counts = count_study(storage, where.study_name)
     best = _best(storage, where.study_name, rd, s)
     progress = Progress(s.trials, counts, best, err_console)
+    outage = Outage()  # the study's database went away (database storage only)
     searcher = NasSearcher(
         space=plan.space,
         settings=s,
@@ -451,13 +484,16 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         threads_per_trial=res.threads,
         listener=progress.event,
         study_name=where.study_name,
+        outage=outage,
     )
     last_write = [0.0]
 
     def write_counts() -> None:  # keep run.json's counts fresh for `nas runs` / `nas status`
         if time.monotonic() - last_write[0] > 2.0:
             last_write[0] = time.monotonic()
-            rd.update(counts=count_study(searcher.study._storage, where.study_name))
+            # from the study itself: an unreachable database raises (the searcher notes the outage)
+            # rather than reading as no trials at all
+            rd.update(counts=count_frozen(searcher.study.get_trials(deepcopy=False)))
 
     progress.on_change = write_counts
     remaining = s.trials - searcher.trained_count()
@@ -468,8 +504,14 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
             + f" per trial, on {res.nodes} node(s) ({res.cluster_cpus} CPUs)",
             highlight=False,
         )
-        with progress, Heartbeats(storage, searcher.live_trial_ids):  # heartbeats: database storage only
-            run_tune(searcher, s, res, rd, segment, remaining)
+        try:
+            with progress, Heartbeats(storage, searcher.live_trial_ids, outage):  # heartbeats: database storage only
+                run_tune(searcher, s, res, rd, segment, remaining)
+        except Exception:
+            if not (outage and where.is_database):
+                raise
+        if outage and where.is_database:  # nothing more can be told to the study, or read from it
+            raise database_lost(where, outage.cause)  # type: ignore[arg-type]
         if searcher.disk_full:
             raise DiskFullError(searcher.disk_full)
     else:
@@ -485,7 +527,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         err_console.print(f"measuring the latency of {len(members)} Pareto architecture(s) on {s.device}", highlight=False)
         pareto.measure_front(members, s)
     pareto.export(rd, members, searcher.study)
-    counts = count_study(searcher.study._storage, where.study_name)
+    counts = count_frozen(searcher.study.get_trials(deepcopy=False))
     wall = time.monotonic() - started
     rd.update(status=status, counts=counts, pareto=pareto.summary(members), last_wall_seconds=round(wall, 1))
     pareto.write_cards(rd, members, where)  # after run.json says how the search ended: the cards quote it
@@ -494,11 +536,11 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     console.print(
         f"{status}: {trained} trained (complete {counts['complete']}, pruned {counts['pruned']}, failed "
         f"{counts['failed']}), infeasible {counts['infeasible']} never trained, duplicate {counts['duplicate']}; "
-        f"{wall:.0f}s. Configs: {rd.pareto_dir}/",
+        f"{wall:.0f}s. Configs: {printable(rd.pareto_dir)}/",
         highlight=False,
     )
     if interrupted_now:
-        console.print(f"continue with: nas search --resume --out {rd.path}", highlight=False)
+        console.print(f"continue with: nas search --resume --out {printable(rd.path)}", highlight=False)
         return 130
     return 0
 
@@ -551,10 +593,12 @@ def run_tune(
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             callbacks=[make_callback(searcher)],
             log_to_file=False,
+            stop=make_stopper(searcher),
         ),
     )
     watch = _DiskFullLogFilter(searcher)
-    handlers = [h for name in ("", "ray") for h in logging.getLogger(name).handlers]
+    handlers: list[Any] = [h for name in ("", "ray", "optuna") for h in logging.getLogger(name).handlers]
+    handlers += [logging.getLogger(name) for name in _POOL_LOGGERS]  # their records may reach no handler but Python's last resort
     for handler in handlers:
         handler.addFilter(watch)
     try:
@@ -569,10 +613,32 @@ def run_tune(
     searcher.flush_pending()
 
 
+# SQLAlchemy's connection pools log (with a traceback) a connection that could not be reset
+# when it was given back: a database going away mid-query
+_POOL_LOGGERS = tuple(f"sqlalchemy.pool.impl.{name}" for name in ("QueuePool", "NullPool", "SingletonThreadPool", "StaticPool"))
+
+
+def make_stopper(searcher: Any) -> Any:
+    """Ends the Tune experiment at once when the searcher's database is gone (`storage.Outage`):
+    its trials cannot be told anyway (they stay RUNNING in the study; a resume re-queues them)."""
+    from ray.tune.stopper import Stopper
+
+    class StopOnOutage(Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return bool(getattr(searcher, "outage", None))
+
+    return StopOnOutage()
+
+
 class _DiskFullLogFilter(logging.Filter):
     """Tune logs a traceback each time it cannot save its experiment state (not what a run resumes
     from: the journal is). On a full disk, note it on the searcher (no new trials start, the runner
-    ends with one line) instead of printing the same traceback again and again."""
+    ends with one line) instead of printing the same traceback again and again. A record about a
+    lost database (whatever slipped past the searcher's own guard) is noted on its outage and
+    dropped the same way."""
 
     def __init__(self, searcher: Any) -> None:
         super().__init__()
@@ -580,7 +646,14 @@ class _DiskFullLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        outage = getattr(self.searcher, "outage", None)
+        if exc is not None and outage is not None and connection_error(exc) is not None:
+            if not record.name.startswith("sqlalchemy."):  # a pool's reset failure alone is no outage yet
+                outage.note(exc)
+            return False
         text = f"{record.getMessage()} {exc or ''}"
+        if record.name.startswith("optuna") and "Caught an error from sqlalchemy" in text and outage is not None:
+            return False  # Optuna retries a failed bulk query another way; a real outage is noted on its next error
         full = exc is not None and is_disk_full(exc)
         if full or "No space left on device" in text or "errno 28" in text.lower():
             self.searcher.disk_full = self.searcher.disk_full or "no space left for Ray Tune's state"

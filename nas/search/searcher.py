@@ -23,6 +23,12 @@ storage, one direction per objective) and changes what is asked and told:
   copied into user attrs before ``tell``; reports and tells to trials that are already finished
   (possible after a kill and resume) are skipped instead of raising.
 
+* **A lost database stops the search, quietly.** Every entry point Tune calls runs under
+  `_guard`: an error saying the study's database cannot be reached is noted on ``outage``
+  (`storage.Outage`) instead of reaching Tune (which would log its traceback, and wrap it in a
+  ``TuneError``); from then on nothing is asked of the study, ``suggest`` returns FINISHED and the
+  runner's stopper ends the experiment.
+
 `--trials N` counts trained architectures: infeasible and duplicate candidates cost nothing and
 do not count. ``MAX_CONSECUTIVE_SKIPS`` untrainable candidates in a row end the search (a budget
 so tight the sampler cannot find feasible architectures).
@@ -51,7 +57,7 @@ from ..units import format_count, format_macs
 from .faults import DriverFaults
 from .run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
 from .settings import SearchSettings
-from .storage import has_heartbeat, redact
+from .storage import Outage, connection_error, has_heartbeat, redact
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +145,7 @@ class NasSearcher(OptunaSearch):
         threads_per_trial: int = 1,
         listener: Callable[[str, dict[str, Any]], None] | None = None,
         study_name: str = STUDY_NAME,
+        outage: Outage | None = None,
     ) -> None:
         self.nas_space = space
         self.settings = settings
@@ -167,6 +174,7 @@ class NasSearcher(OptunaSearch):
         self.skips_in_a_row = 0
         self.exhausted = False
         self.disk_full: str | None = None  # set when results could not be written: no new trials start
+        self.outage = outage if outage is not None else Outage()  # the study's database is gone: stop
         self.faults = DriverFaults()  # testing hooks; inert unless HYBRID_NAS_FAULT asks
         self.beats = has_heartbeat(storage)  # a database storage: trials carry Optuna heartbeats
         self._index_study()
@@ -192,6 +200,8 @@ class NasSearcher(OptunaSearch):
         try:
             self.study._storage.record_heartbeat(trial_id)
         except Exception as exc:  # noqa: BLE001 - the heartbeat thread renews it; a resume copes without one
+            if connection_error(exc) is not None:
+                raise  # the database is gone, not one beat: `_guard` stops the search
             log.warning("could not record the heartbeat of a new trial: %s", redact(str(exc).splitlines()[0][:200]))
 
     def trained_count(self) -> int:
@@ -246,20 +256,24 @@ class NasSearcher(OptunaSearch):
         return {"candidate": cand}
 
     def suggest(self, trial_id: str) -> dict | None:
-        if self.exhausted or self.disk_full:
+        if self.exhausted or self.disk_full or self.outage:
             return Searcher.FINISHED
-        with self._stop_on_full_disk():
+        with self._guard():
             return self._suggest(trial_id)
-        return Searcher.FINISHED  # the disk filled up while sampling
+        return Searcher.FINISHED  # the disk filled up, or the database went away, while sampling
 
     @contextmanager
-    def _stop_on_full_disk(self) -> Iterator[None]:
-        """A full disk inside Tune's callbacks would only be logged, trial after trial: remember it,
-        start nothing new, and let the runner end the search with one line (`disk_full`)."""
+    def _guard(self) -> Iterator[None]:
+        """A full disk or a lost database inside Tune's callbacks would only be logged, trial after
+        trial (and a database error also raised out of ``Tuner.fit`` as a ``TuneError``): remember
+        it, start nothing new, and let the runner end the search with one line (`disk_full`,
+        `outage`)."""
         try:
             yield
-        except (DiskFullError, OSError) as exc:
-            if not is_disk_full(exc):
+        except Exception as exc:
+            if self.outage.note(exc):
+                return
+            if not isinstance(exc, (DiskFullError, OSError)) or not is_disk_full(exc):
                 raise
             if isinstance(exc, DiskFullError):
                 detail = str(exc)
@@ -347,7 +361,9 @@ class NasSearcher(OptunaSearch):
 
     # -- results of trained trials ----------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        with self._stop_on_full_disk():
+        if self.outage:
+            return
+        with self._guard():
             self._on_trial_result(trial_id, result)
 
     def _on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -381,7 +397,9 @@ class NasSearcher(OptunaSearch):
         self._emit("epoch", {"number": live.candidate.number, **row})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        with self._stop_on_full_disk():
+        if self.outage:  # the trial stays RUNNING in the study: a resume marks it interrupted
+            return
+        with self._guard():
             self._on_trial_complete(trial_id, result, error)
 
     def _on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -398,7 +416,9 @@ class NasSearcher(OptunaSearch):
 
     def on_trial_error_text(self, trial_id: str, text: str | None) -> None:
         """From the Tune callback: the trial raised (after its retries) or its worker died."""
-        with self._stop_on_full_disk():
+        if self.outage:
+            return
+        with self._guard():
             self._on_trial_error_text(trial_id, text)
 
     def _on_trial_error_text(self, trial_id: str, text: str | None) -> None:
@@ -416,9 +436,12 @@ class NasSearcher(OptunaSearch):
 
     def flush_pending(self) -> None:
         """Tell whatever Tune left unfinished (errored trials whose callback never came)."""
-        for trial_id, live in list(self.live.items()):
-            if live.pending_error:
-                self._finish_failed(trial_id, live, live.failure_reason or "the trial raised an error or lost its worker")
+        if self.outage:
+            return
+        with self._guard():
+            for trial_id, live in list(self.live.items()):
+                if live.pending_error:
+                    self._finish_failed(trial_id, live, live.failure_reason or "the trial raised an error or lost its worker")
 
     def _finish_trained(self, trial_id: str, live: Live) -> None:
         cand, epochs = live.candidate, self.settings.epochs

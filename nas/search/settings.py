@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from search_space import SearchSpace, analytic_cost
+from search_space import SearchSpace
 from search_space.errors import UserError
 
 from ..units import format_count, format_macs, parse_count, parse_macs
@@ -178,7 +178,9 @@ def parse_latency(text: str) -> float:
         value = float(str(text).strip().removesuffix("ms"))
     except ValueError:
         raise UserError(f"malformed --latency-ms '{text}' (expected milliseconds, e.g. 15)") from None
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value):
+        raise UserError(f"--latency-ms '{text}' is not a finite number of milliseconds")
+    if value <= 0:
         raise UserError(f"--latency-ms '{text}' must be a positive number of milliseconds")
     return value
 

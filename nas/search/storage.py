@@ -20,6 +20,12 @@ a search that is gone. ``nas search --resume`` waits for the heartbeats of RUNNI
 (`wait_for_lapsed_heartbeats`) before it marks them interrupted and re-queues them, exactly as a
 journal run's resume does; a heartbeat that keeps being renewed means another search is driving
 the study (e.g. on another machine), and the resume is refused.
+
+Losing the database mid-search (the server stopped, the network gone): whichever part of the
+driver meets it first (the searcher inside Tune's callbacks, the heartbeat thread, the runner)
+notes it on one `Outage` instead of raising or logging; Tune is stopped, and the search ends with
+`DatabaseLost`: one line naming the database (`database_lost`), run.json ``interrupted``, exit
+status 2. `connection_error` tells such errors from others, through the whole exception chain.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search_space.errors import UserError
+from search_space.files import check_regular
 
 from .run_dir import STUDY_NAME, repair_journal
 
@@ -131,6 +138,31 @@ def derived_study_name(run_dir: Path) -> str:
 # -- the storage of one run ----------------------------------------------------------------------
 
 
+def journal_lock() -> Any:
+    """The lock Optuna takes around each append to a run's journal: a lock of this process.
+
+    Only the search's driver writes the journal, and it holds the run directory's ``flock`` (a
+    second search is refused), so the appends need no lock between processes. Optuna's default
+    lock is a symbolic link next to the journal, which a SIGKILL leaves behind: the next resume
+    would find a link inside the run directory (and Optuna would wait out its grace period)."""
+    import threading
+
+    from optuna.storages.journal._file import BaseJournalFileLock  # not re-exported by optuna 5 (tests/test_private_api.py)
+
+    class _ProcessLock(BaseJournalFileLock):
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+
+        def acquire(self) -> bool:
+            self._lock.acquire()
+            return True
+
+        def release(self) -> None:
+            self._lock.release()
+
+    return _ProcessLock()
+
+
 @dataclass(frozen=True)
 class RunStorage:
     """The study of one run: where it is, its name, and how the search and the readers open it."""
@@ -194,20 +226,22 @@ class RunStorage:
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
 
+            self.run_dir.prepare_journal()  # regular, one link, no links on the way; no stale Optuna lock
             repair_journal(self.journal)
-            return JournalStorage(JournalFileBackend(str(self.journal)))
+            return JournalStorage(JournalFileBackend(str(self.journal), lock_obj=journal_lock()))
         return self._rdb(create_tables=True)
 
     def open_for_reading(self) -> Any | None:
         """The storage for a reader, or None when there is no study yet. Creates nothing: no
         journal file, no SQLite file, no database table."""
         if self.url is None:
-            if not self.journal.is_file():
+            if not self.journal.exists():
                 return None
+            check_regular(self.journal, "journal")  # never a FIFO (Optuna would wait forever) or 1 TB
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
 
-            return JournalStorage(JournalFileBackend(str(self.journal)))
+            return JournalStorage(JournalFileBackend(str(self.journal), lock_obj=journal_lock()))
         if self.url.dialect == "sqlite" and not self.url.path.is_file():  # type: ignore[union-attr]
             raise UserError(f"{self.run_dir.path}: the run's SQLite storage {self.url.path} is missing")
         if not {"studies", "alembic_version"} <= self._tables():
@@ -274,18 +308,20 @@ class RunStorage:
         raise UserError(f"study name '{self.study_name}' is already used by a different search in {self.url.shown} "
                         "(choose another --study-name)")  # fmt: skip
 
-    def check_resume(self, meta: Mapping[str, Any], say: Callable[[str], None]) -> None:
+    def check_resume(self, meta: Mapping[str, Any], say: Callable[[str], None]) -> Any | None:
         """A resume may go on: the study reads end to end; in a database it is there (unless the
-        run never got to create it) and no other search is driving it (`wait_for_lapsed_heartbeats`)."""
+        run never got to create it) and no other search is driving it (`wait_for_lapsed_heartbeats`).
+        Returns the study as read (None when there is none); `preflight.check_study` compares it
+        with what the run recorded."""
         study = self.load_study()  # a damaged journal or an unreachable database is refused now
         if self.url is None:
-            return
+            return study
         if study is None:
             total = (meta.get("counts") or {}).get("total") or 0
             if total:
                 raise UserError(f"study '{self.study_name}' is not in {self.url.shown}, though the run recorded "
                                 f"{total} trial(s): is that the run's database?")  # fmt: skip
-            return
+            return None
         import optuna
 
         # writable (no tables created): a trial killed before its first heartbeat is given one
@@ -297,6 +333,7 @@ class RunStorage:
                 f"{', '.join(map(str, alive))} keep a live heartbeat (a search killed less than {GRACE_PERIOD_S} s ago "
                 "would have stopped); stop that search first"
             )
+        return study
 
 
 # -- databases -------------------------------------------------------------------------------------
@@ -340,7 +377,7 @@ def open_database(url: StorageURL, *, create_tables: bool, read_only: bool = Fal
             if create_tables and racing and attempt + 1 < SCHEMA_RACE_ATTEMPTS:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise database_error(url, exc) from None
+            raise database_error(url, exc) from exc  # the cause: the runner tells a lost database by it
     raise AssertionError("unreachable")
 
 
@@ -364,8 +401,10 @@ def database_tables(url: StorageURL) -> set[str]:
         engine.dispose()
 
 
-def database_error(url: StorageURL, exc: BaseException) -> UserError:
-    """A database error as one line: the driver's own words, never the password."""
+def _driver_detail(url: StorageURL, exc: BaseException) -> str:
+    """The first line of the driver's own words about ``exc`` (the database error in its chain,
+    when there is one), never the password."""
+    exc = connection_error(exc) or exc
     orig = getattr(exc, "orig", None) or exc
     lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
     detail = lines[0] if lines else type(orig).__name__
@@ -374,7 +413,12 @@ def database_error(url: StorageURL, exc: BaseException) -> UserError:
     password = url.full.split("://", 1)[1].split("@", 1)[0].partition(":")[2] if url.has_password else ""
     if password:
         detail = detail.replace(password, "***")
-    detail = redact(detail)[:300]
+    return redact(detail)[:300]
+
+
+def database_error(url: StorageURL, exc: BaseException) -> UserError:
+    """A database error as one line: the driver's own words, never the password."""
+    detail = _driver_detail(url, exc)
     low = detail.lower()
     hint = ""
     if "password authentication failed" in low or "no password supplied" in low:
@@ -386,6 +430,145 @@ def database_error(url: StorageURL, exc: BaseException) -> UserError:
     elif "file is not a database" in low:
         hint = " (not an SQLite file)"
     return UserError(f"cannot use the storage {url.shown}: {detail}{hint}")
+
+
+# -- losing the database mid-search ---------------------------------------------------------------
+
+# A driver's or SQLAlchemy's "cannot reach or use the database now" (DB-API OperationalError and
+# InterfaceError: a refused or dropped connection, a server shutting down, a timeout, a locked
+# SQLite file); psycopg's own classes derive from these. Not IntegrityError, DataError or
+# ProgrammingError: those are about what was written, and a resume would meet them again.
+_LOST_IN_TEXT = re.compile(
+    r"^(?:sqlalchemy\.exc\.(?:OperationalError|InterfaceError|DisconnectionError)|psycopg2?\.(?:OperationalError|"
+    r"InterfaceError)|psycopg\.errors\.(?:AdminShutdown|CrashShutdown|CannotConnectNow|ConnectionException|"
+    r"ConnectionFailure|ConnectionDoesNotExist|SqlclientUnableToEstablishSqlconnection)|sqlite3\.OperationalError): (.+)$",
+    re.MULTILINE,
+)
+_CHAIN_LIMIT = 64
+
+# the driver's words -> what the one line says (first match); anything else: the driver's words
+_OUTAGE_PHRASES = (
+    ("connection refused", "connection refused"),
+    ("terminating connection due to administrator command", "the server ended the connection"),
+    ("the database system is shutting down", "the server is shutting down"),
+    ("the database system is starting up", "the server is starting up"),
+    ("the database system is in recovery mode", "the server is in recovery"),
+    ("server closed the connection unexpectedly", "the server closed the connection"),
+    ("timeout expired", "connection timed out"),
+    ("timed out", "connection timed out"),
+    ("no route to host", "no route to host"),
+    ("network is unreachable", "network unreachable"),
+    ("could not translate host name", "host name not found"),
+    ("name or service not known", "host name not found"),
+    ("the connection is closed", "connection lost"),
+    ("the connection is lost", "connection lost"),
+    ("consuming input failed", "connection lost"),
+    ("ssl syscall error", "connection lost"),
+    ("database is locked", "database is locked"),
+)
+
+
+class _TextError(Exception):
+    """A database error known only from the text of a traceback (a `TuneError` carries one)."""
+
+
+def _is_connection_type(exc: BaseException) -> bool:
+    import sqlite3
+
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+        return True
+    if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sqlite3.OperationalError, sqlite3.InterfaceError, _TextError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def connection_error(exc: BaseException | None) -> BaseException | None:
+    """The error in ``exc``'s chain saying that the database cannot be reached or used right now
+    (`_is_connection_type`), or None. Walks ``__cause__``, ``__context__``, SQLAlchemy's ``orig``
+    and exception groups: Optuna re-raises a failed commit as ``StorageInternalError`` from the
+    SQLAlchemy error, and Tune wraps a searcher's error in a ``TuneError`` raised while handling it
+    (or, where only its text survives, quoting it: that text is read too)."""
+    todo: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < _CHAIN_LIMIT:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if _is_connection_type(e):
+            return e
+        orig = getattr(e, "orig", None)
+        todo += [orig if isinstance(orig, BaseException) else None, e.__cause__, e.__context__]
+        group = getattr(e, "exceptions", None)  # an ExceptionGroup (Python 3.11+)
+        if isinstance(group, (list, tuple)):
+            todo += [g for g in group if isinstance(g, BaseException)]
+        if type(e).__name__ in ("TuneError", "_TuneStopTrialError"):  # a traceback as text
+            found = _LOST_IN_TEXT.findall(str(e))
+            if found:
+                return _TextError(found[-1])
+    return None
+
+
+def outage_detail(url: StorageURL, exc: BaseException) -> str:
+    """What happened to the database, in a few words (never the password)."""
+    raw = _driver_detail(url, exc)
+    m = re.search(r"connection to server (?:at|on socket) .*? failed: (.+)$", raw)
+    words = m.group(1) if m else raw
+    low = words.lower()
+    for needle, phrase in _OUTAGE_PHRASES:
+        if needle in low:
+            return phrase
+    return words[:160]
+
+
+class DatabaseLost(UserError):
+    """The study's database became unreachable mid-search: the run is interrupted (it resumes
+    once the database is back). ``short``: the same without the advice, for run.json."""
+
+    def __init__(self, message: str, short: str) -> None:
+        super().__init__(message)
+        self.short = short
+
+
+def database_lost(where: RunStorage, exc: BaseException) -> DatabaseLost:
+    """The one line a search ends with when its database went away (`connection_error`)."""
+    assert where.url is not None
+    short = f"lost the study's database {where.describe()} ({outage_detail(where.url, exc)})"
+    return DatabaseLost(f"{short}; the run is interrupted: continue with nas search --resume --out "
+                        f"{where.run_dir.path} once it is reachable", short)  # fmt: skip
+
+
+class Outage:
+    """The first sign that the study's database is gone, noted by whichever part of the driver
+    meets it (Tune's callbacks into the searcher, the heartbeat thread, a log record): from then
+    on nothing more is asked of the database, Tune is stopped and the runner ends the search with
+    `database_lost`. Falsy until then."""
+
+    def __init__(self) -> None:
+        self.cause: BaseException | None = None  # the database error itself (`connection_error`)
+
+    def note(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database is gone (then the first such error is kept)."""
+        cause = connection_error(exc)
+        if cause is None:
+            return False
+        if self.cause is None:
+            self.cause = cause
+        return True
+
+    def __bool__(self) -> bool:
+        return self.cause is not None
+
+    def __reduce__(self) -> Any:  # Tune pickles its configuration: never an exception's traceback
+        return (Outage, ())
 
 
 # -- heartbeats --------------------------------------------------------------------------------
@@ -439,10 +622,11 @@ def wait_for_lapsed_heartbeats(study: Any, say: Callable[[str], None], *, poll_s
 class Heartbeats:
     """The driver's heartbeat thread: renews the heartbeat of every trial ``trial_ids()`` names,
     every ``HEARTBEAT_INTERVAL_S``, while the search runs (Optuna's own trial heartbeats, for
-    trials that Ray Tune trains rather than ``study.optimize``)."""
+    trials that Ray Tune trains rather than ``study.optimize``). A database that cannot be reached
+    is noted on ``outage`` (the search then stops), not logged; the thread ends."""
 
-    def __init__(self, storage: Any, trial_ids: Callable[[], Iterable[int]]) -> None:
-        self.storage, self.trial_ids = storage, trial_ids
+    def __init__(self, storage: Any, trial_ids: Callable[[], Iterable[int]], outage: Outage | None = None) -> None:
+        self.storage, self.trial_ids, self.outage = storage, trial_ids, outage
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="nas-heartbeats", daemon=True)
         self.failures = 0
@@ -459,10 +643,14 @@ class Heartbeats:
 
     def _run(self) -> None:
         while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            if self.outage:
+                return
             for trial_id in list(self.trial_ids()):
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # noqa: BLE001 - a lost beat is retried next round
+                    if self.outage is not None and self.outage.note(exc):
+                        return  # the database is gone: the search stops and says so, once
                     self.failures += 1
                     if self.failures == 1:
                         log.warning("could not record a trial heartbeat: %s", redact(str(exc).splitlines()[0][:200]))

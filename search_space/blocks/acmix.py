@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import cost as C
-from ..config import StageConfig
+from ..config import Limit, StageConfig
 from ..cost import Cost
 from .channel_attention import build_channel_attention, channel_attention_cost
 from .layers import DropPath
@@ -195,5 +195,11 @@ register(
         divides_width=("heads",),
         summary=acmix_summary,
         colour="#ff7f0e",
+        limits={  # tighter than the backstops of search_space.config.LIMITS, for what ACmix does with them
+            # the window attention stacks k x k logit maps and loops over k x k shifted views (961 at 31)
+            "attn_kernel": Limit(1, 31, "ACmix uses 7x7 windows; attention visits k x k shifted views"),
+            # the shift convolution holds width x k^4 weights (3: 81 per channel; 15: 50,625)
+            "conv_kernel": Limit(1, 15, "ACmix uses 3; the shift convolution holds width x k^4 weights"),
+        },
     )
 )

@@ -12,12 +12,12 @@ adding a family edits no other file. Helper modules that register nothing are ha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Optional
 
 from torch import nn
 
-from ..config import StageConfig
+from ..config import LIMITS, Limit, StageConfig
 from ..cost import ZERO, Cost
 from ..discovery import import_package_modules
 
@@ -56,6 +56,10 @@ class BlockType:
     * ``divides_feature_map``: knobs that must divide the stage's feature side at the config
       resolution (CMT's K/V reduction); scaling repairs them when the resolution changes.
     * ``check(stage, size)``: any further rule, returning a problem (one phrase) or None.
+    * ``limits``: the family's own bound of some of its knobs, where the family's use of a knob
+      calls for a tighter one than the backstop of `search_space.config.LIMITS` (never a looser
+      one), with the reason in its ``why``. `ArchConfig.validate` and `SearchSpace.validate`
+      check every stage of the family against it before anything is built or counted.
     * ``summary(stage)``: the block's cells of per-stage tables, keyed by column: ``heads``,
       ``kv_reduction``, ``kernels``; a missing column is shown as "-".
     * ``colour``: its colour in plots.
@@ -73,10 +77,17 @@ class BlockType:
     check: Callable[[StageConfig, int], Optional[str]] = _no_check
     summary: Callable[[StageConfig], Mapping[str, str]] = _no_summary
     colour: str = DEFAULT_COLOUR
+    limits: Mapping[str, Limit] = field(default_factory=dict, hash=False)
 
     def reads(self, field: str) -> bool:
         """Whether this block type depends on the stage field ``field``."""
         return field in self.knobs or field not in block_knobs()
+
+    def limit(self, name: str) -> tuple[Limit, str]:
+        """The bound of stage field ``name`` in a stage of this family, and whose it is ("" for the
+        backstop of `LIMITS`, "<family>'s " for the family's own)."""
+        own = self.limits.get(name)
+        return (own, f"{self.name}'s ") if own is not None else (LIMITS[name], "")
 
     def problem(self, stage: StageConfig, size: int, resolution: int) -> Optional[str]:
         """The first thing wrong with ``stage`` for this block type (``size``: feature side), or None."""
@@ -115,6 +126,15 @@ def register(block_type: BlockType) -> BlockType:
             )
         if knob not in block_type.knobs:
             raise ValueError(f"block type '{block_type.name}': '{knob}' is constrained but not listed in knobs")
+    for knob, own in block_type.limits.items():
+        if knob not in block_type.knobs:
+            raise ValueError(f"block type '{block_type.name}': '{knob}' has limits but is not listed in knobs")
+        backstop = LIMITS.get(knob)
+        if backstop is None:
+            raise ValueError(f"block type '{block_type.name}': '{knob}' is not a numeric knob; it takes no limits")
+        if not (isinstance(own, Limit) and backstop.low <= own.low <= own.high <= backstop.high):
+            raise ValueError(f"block type '{block_type.name}': the limits of '{knob}' must be a Limit within "
+                             f"[{backstop.low:g}, {backstop.high:g}] (search_space.config.LIMITS)")  # fmt: skip
     _REGISTRY[block_type.name] = block_type
     _block_knobs = None
     return block_type
