@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from nas.search.run_dir import RunDir
+from results.run_dir import RunDir
 from nas.search.runner import Resources, run_tune, start_ray
 from nas.search.searcher import NasSearcher, make_sampler, trial_seed
 from nas.search.settings import SearchSettings
@@ -126,13 +126,11 @@ def engine_times(
     space: SearchSpace, work: list[dict], s: SearchSettings, concurrency: int, root: Path
 ) -> tuple[float, dict[int, float], dict[int, float]]:
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     rd = RunDir(root / f"c{concurrency}")
     settings = s.with_overrides(concurrency=concurrency, trials=len(work))
     rd.create(settings.to_json(), "")
-    storage = JournalStorage(JournalFileBackend(str(rd.journal)))
+    storage = rd.storage().open_for_search()
     study = optuna.create_study(storage=storage, study_name="search", directions=settings.directions)
     for p in work:
         study.enqueue_trial(p)

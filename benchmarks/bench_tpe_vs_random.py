@@ -45,11 +45,9 @@ def run_search(sampler: str, seed: int, args: argparse.Namespace, root: Path) ->
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from results.run_dir import RunDir
 
-    study = optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(out / "study.journal"))))
+    study = RunDir(out).storage().load_study()
     budget = parse_macs(args.budget)
     points = [
         (1.0 - float(t.user_attrs["val_acc"]), float(t.user_attrs["macs"]) / budget)

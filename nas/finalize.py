@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from results.cards import trained_card
 from results.export import select_trials
 from results.run import Run, TrialRecord, load_run
 from search_space.errors import UserError
@@ -21,7 +22,7 @@ from train_proxy.checkpoint import SETTINGS, TrainingDir
 from train_proxy.data import DataBundle, load_data
 from train_proxy.trainer import ProxySpec, resolve_device
 
-from .search.run_dir import RunDir, now_iso, versions
+from results.run_dir import RunDir, now_iso, versions
 
 # spec fields that may differ when a final training is continued (they do not change what is trained)
 RUNTIME_FIELDS = ("threads", "device")
@@ -114,7 +115,7 @@ def train_all(jobs: Sequence[Job], concurrency: int, threads: int, gpus_per_job:
     if concurrency <= 1 or len(todo) <= 1:
         for job in todo:
             try:
-                report(job, kept.run(TrainingDir.open(job.path, flag="final", root=_run_of(job)), bundle), None)
+                report(job, kept.run(TrainingDir.open(job.path, flag="final", root=_run_of(job)), bundle, card=trained_card), None)
             except UserError as exc:
                 report(job, None, str(exc))
         return
@@ -139,4 +140,4 @@ def _run_of(job: Job) -> Path:
 
 def _train_in_worker(path: str, root: str) -> dict[str, Any]:
     # the trainer pins the saved spec's thread count itself
-    return kept.run(TrainingDir.open(path, flag="final", root=root))
+    return kept.run(TrainingDir.open(path, flag="final", root=root), card=trained_card)

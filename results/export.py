@@ -35,6 +35,7 @@ from search_space.files import make_output_dir, read_bytes, write_atomic
 from .cards import ArtifactInfo, model_card
 from .pareto import run_front
 from .run import Run, TrialRecord, load_run, rank_trials
+from .run_dir import refuse_run_records
 
 FORMATS = ("yaml", "onnx", "torchscript")
 ONNX_OPSET = 17
@@ -226,8 +227,6 @@ def _clean_name(name: str) -> str:
 
 
 def _output_dir(out: str | Path) -> Path:
-    from nas.search.run_dir import refuse_run_records
-
     refuse_run_records(out, "--out")  # never over a run's own cards, trials or run.json
     return make_output_dir(out, "output directory")
 

@@ -4,7 +4,7 @@ The front rules, defined here once and used by `nas search` (its exported front)
 `nas export` and `nas compare`:
 
 * **Eligible trials**: COMPLETE with status "complete" and every constraint <= 0
-  (`nas.search.run_dir.is_eligible`), with every objective recorded. Pruned trials carry a
+  (`results.run_dir.is_eligible`), with every objective recorded. Pruned trials carry a
   low-fidelity accuracy, infeasible ones were never trained, duplicates repeat another trial.
 * **Dominance**: ``a`` dominates ``b`` when ``a`` is at least as good in every objective and
   strictly better in one.

@@ -54,6 +54,7 @@ from .plots import (
     proxy_final_figure,
 )
 from .run import LABELS, Run, TrialRecord, load_run
+from .run_dir import RunDir, refuse_run_records
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
 ZOO_PROXY_FILE = "zoo_proxy.json"
@@ -170,7 +171,7 @@ def config_links(run: Run, front: Sequence[TrialRecord]) -> dict[int, tuple[Path
             card = target.with_suffix(".md")
             links[t.number] = (target, card if card.is_file() else None)
         else:
-            own = run.trial_dir(t.number) / "config.yaml"
+            own = RunDir(run.path).trial_config(t.number)
             if own.is_file():
                 links[t.number] = (own, None)
     return links
@@ -181,8 +182,6 @@ def config_links(run: Run, front: Sequence[TrialRecord]) -> dict[int, tuple[Path
 
 def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report:
     run = run if isinstance(run, Run) else load_run(run)
-    from nas.search.run_dir import refuse_run_records
-
     if out is not None:
         refuse_run_records(out, "--out")
         out_dir = root = make_output_dir(out, "report directory")

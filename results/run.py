@@ -1,10 +1,10 @@
 """Reading a search run directory (written by `nas search`) into plain dataclasses.
 
 The directory's format (layout, study name, trial statuses and which count as trained, which
-are eligible for a front) is `nas.search.run_dir`; its settings are `nas.search.settings`
+are eligible for a front) is `results.run_dir`; its settings are `nas.search.settings`
 (``RunSettings``, the search's own settings class read leniently). This module only turns what
 is there into `Run` and `TrialRecord`. The study is read where the run keeps it (its journal file or
-the database run.json names: `nas.search.storage`). Everything here only reads: no lock is taken and
+the database run.json names: `results.storage`). Everything here only reads: no lock is taken and
 no file, database table or study is created, so a report can be made while the search is still
 writing the directory. Half-written
 data is tolerated: Optuna skips a trailing partial journal line, run.json is re-read if it is
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from nas.search.run_dir import (
+from results.run_dir import (
     STUDY_NAME,
     RunDir,
     count_trials,
@@ -33,7 +33,7 @@ from nas.search.run_dir import (
     is_interrupted,
     trial_status,
 )
-from nas.search.settings import RunSettings, SearchSettings
+from .settings import RunSettings, SearchSettings
 from search_space import ArchConfig
 from search_space.errors import ConfigError, UserError
 
@@ -111,12 +111,12 @@ class TrialRecord:
 
     @property
     def eligible(self) -> bool:
-        """Fully trained, feasible and not a duplicate (`nas.search.run_dir.is_eligible`)."""
+        """Fully trained, feasible and not a duplicate (`results.run_dir.is_eligible`)."""
         return is_eligible(self.state, self.status, self.constraints)
 
     @property
     def trained(self) -> bool:
-        """Counts against --trials (`nas.search.run_dir.counts_as_trained`)."""
+        """Counts against --trials (`results.run_dir.counts_as_trained`)."""
         return counts_as_trained(self.status, self.user_attrs)
 
     @property
@@ -203,7 +203,7 @@ class Run:
 
     def trial_counts(self) -> dict[str, int]:
         """Trial counts by status, counted from the study (run.json's may lag a running search):
-        `nas.search.run_dir.count_trials`, the counts `nas status` and `nas runs` show."""
+        `results.run_dir.count_trials`, the counts `nas status` and `nas runs` show."""
         return count_trials((t.status, t.user_attrs) for t in self.trials)
 
     @property
@@ -270,7 +270,7 @@ def is_run_dir(path: str | Path) -> bool:
 def load_run(path: str | Path, storage: Any = None) -> Run:
     """Load a run directory. A missing path or a directory that is not a run is a `UserError`.
 
-    ``storage``: the run's `nas.search.storage.RunStorage` when the caller holds it already (the
+    ``storage``: the run's `results.storage.RunStorage` when the caller holds it already (the
     search, whose database URL may carry a password); by default the one run.json names."""
     path = Path(path)
     rd = RunDir(path)
@@ -333,9 +333,9 @@ def _guess_objectives(n: int) -> tuple[str, ...]:
 
 
 def load_study(source: Any) -> Any:
-    """A run's study, or None when there is none yet: ``source`` is a `nas.search.storage.RunStorage`
+    """A run's study, or None when there is none yet: ``source`` is a `results.storage.RunStorage`
     (the journal or the database a run names) or a run's journal path (RUN_DIR/study.journal)."""
-    from nas.search.storage import RunStorage
+    from results.storage import RunStorage
 
     if not isinstance(source, RunStorage):
         source = RunStorage(RunDir(Path(source).parent), STUDY_NAME)
@@ -400,7 +400,7 @@ def _config(raw: Any, run_path: Path, number: int) -> ArchConfig | None:
             return ArchConfig.from_dict(raw, source=source)
         except (ConfigError, TypeError):
             pass
-    path = RunDir(run_path).trial_dir(number) / "config.yaml"
+    path = RunDir(run_path).trial_config(number)
     if path.is_file():
         try:
             return ArchConfig.load(path)

@@ -20,7 +20,7 @@ from nas.cli import run_guarded
 from nas.cli_utils import DATA_HELP, OneLineErrorParser, non_negative_int, positive_int, print_json
 from search_space import UserError, resolve_config
 from search_space.blocks import get_block
-from nas.search.run_dir import refuse_run_records
+from results.run_dir import refuse_run_records
 from search_space.files import write_atomic
 from search_space.text import printable
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from search_space import ArchConfig, Cost, UserError, analytic_cost, resolve_config
-from nas.search.run_dir import refuse_run_records
+from results.run_dir import refuse_run_records
 from search_space.files import make_output_dir, write_atomic
 from search_space.text import markdown
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nas.search.run_dir import COUNT_KEYS
+from results.run_dir import COUNT_KEYS
 from results.pareto import run_front
 from results.run import Run, TrialRecord, is_run_dir, load_run
 from search_space import ArchConfig, UserError, resolve_config

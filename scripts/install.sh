@@ -49,7 +49,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 torchvision_works() { "$PY" -c "import torchvision.ops, torch; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)" >/dev/null 2>&1; }
 if [ "${1:-}" = "--test" ]; then
-  # timm (search_space.timm_models, tested) needs torchvision, and PyPI's torchvision does not load
+  # timm (train_proxy.timm_models, tested) needs torchvision, and PyPI's torchvision does not load
   # beside the CPU build of torch 2.13.0: take a torch/torchvision pair that loads together
   if ! torchvision_works; then
     if has_gpu; then

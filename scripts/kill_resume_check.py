@@ -40,6 +40,8 @@ from fault_helpers import (
     write_space,
 )
 
+from results.run_dir import RunDir
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,8 +85,8 @@ def main() -> int:
             if left:
                 problems.append(f"kill {k + 1}: {len(left)} process(es) outlived the search")
                 tagged.kill_all()
-            before = snapshot(run, work / f"snap{k}") if (run / "study.journal").exists() else {}
-            report = status_json(run) if (run / "run.json").exists() else {}
+            before = snapshot(run, work / f"snap{k}") if RunDir(run).journal.exists() else {}
+            report = status_json(run) if RunDir(run).run_json.exists() else {}
             running = {n for n, t in before.items() if t.state.name == "RUNNING"}
             print(f"kill {k + 1} {delay:4.1f}s after the first training: {sum(trained(t) for t in before.values())} trained, "
                   f"running {sorted(running)}, processes gone in {time.monotonic() - t0:.1f}s, "

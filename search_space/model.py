@@ -52,7 +52,7 @@ class HybridNet(nn.Module):
                 module._init_shift_kernels()
 
     # timm's model interface: num_classes, num_features, forward_features/forward_head,
-    # get_classifier/reset_classifier (search_space/timm_models.py registers the models with timm)
+    # get_classifier/reset_classifier (train_proxy/timm_models.py registers the models with timm)
     @property
     def num_classes(self) -> int:
         return getattr(self.head.fc, "out_features", 0)  # 0 once reset_classifier(0) removed it

@@ -284,7 +284,7 @@ def study_trials(run_dir: Path) -> dict[int, Any]:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.search.run_dir import STUDY_NAME
+    from results.run_dir import STUDY_NAME
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
@@ -306,8 +306,8 @@ def train_log(path: Path) -> list[dict[str, Any]]:
 
 
 def trained(t: Any) -> bool:
-    """Counts against --trials (the one rule: nas.search.run_dir.counts_as_trained)."""
-    from nas.search.run_dir import counts_as_trained, frozen_status
+    """Counts against --trials (the one rule: results.run_dir.counts_as_trained)."""
+    from results.run_dir import counts_as_trained, frozen_status
 
     return counts_as_trained(frozen_status(t), t.user_attrs)
 

@@ -65,7 +65,7 @@ def leave_orphan(run_dir: Path) -> int:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
     from nas.search.searcher import NasSearcher, make_sampler
     from nas.search.settings import SearchSettings
     from search_space import SearchSpace

@@ -1,5 +1,5 @@
 """Shared by the database-storage and dashboard tests: reading a study straight from PostgreSQL
-(Optuna's own RDBStorage or plain SQL, never `nas.search.storage`), checks of a finished run, and
+(Optuna's own RDBStorage or plain SQL, never `results.storage`), checks of a finished run, and
 one real search on PostgreSQL run once per test session and reused read-only.
 """
 

@@ -166,7 +166,7 @@ def test_dashboard_on_a_journal_run_is_live(tmp_path: Path) -> None:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.search.run_dir import STUDY_NAME, RunDir
+    from results.run_dir import STUDY_NAME, RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.create({"budget_macs": 4_000_000_000}, "name: x\n")
@@ -195,7 +195,7 @@ def test_dashboard_on_a_journal_run_is_live(tmp_path: Path) -> None:
 def test_dashboard_bad_input(tmp_path: Path, cli: Any) -> None:
     """One line and exit 2, no server: nothing to serve, a missing run, a run with no study yet,
     a port in use, a malformed URL."""
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
 
     empty = RunDir(tmp_path / "empty")
     empty.create({"budget_macs": 4_000_000_000}, "name: x\n")

@@ -28,7 +28,7 @@ from fault_helpers import Tagged, nas_cmd, result_json, run_cli, search_args, st
 from storage_helpers import assert_finished_db_run, db_trials, files_containing
 
 from nas.search import storage as S
-from nas.search.run_dir import RunDir
+from results.run_dir import RunDir
 
 # what a search may meet while `pg_ctl stop -m fast` runs, and once it has
 SHUTDOWN_PHRASES = ("connection refused", "the server is shutting down", "the server ended the connection",

@@ -50,7 +50,7 @@ def test_trial_faults_raise_per_attempt_and_poison_data(tmp_path: Path) -> None:
     log = tmp_path / "train.jsonl"
     hooks = {"fault": "raise@trial:1,flaky@trial:2,oom@trial:3,nan@trial:4", "train_log": str(log)}
     bundle = _bundle()
-    from nas.search.run_dir import arch_hash
+    from results.run_dir import arch_hash
     from tiny_config import make_tiny_cfg
 
     arch = make_tiny_cfg()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fault_helpers import write_space
 
-from nas.search.latency_warmup import covering_networks, warm_up
+from train_proxy.latency_warmup import covering_networks, warm_up
 from search_space import SearchSpace
 from train_proxy.latency_table import LatencyPredictor
 

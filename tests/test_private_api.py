@@ -69,7 +69,7 @@ def test_pinned_majors_are_the_tested_ones():
 
 
 def test_rdb_heartbeat_api(tmp_path):
-    """`nas.search.storage` reads which RUNNING trials have a lapsed heartbeat through
+    """`results.storage` reads which RUNNING trials have a lapsed heartbeat through
     RDBStorage._get_stale_trial_ids (no public API tells it without failing the trials) and renews
     heartbeats with RDBStorage.record_heartbeat."""
     import time
@@ -83,7 +83,7 @@ def test_rdb_heartbeat_api(tmp_path):
     assert storage.get_heartbeat_interval() == 1
     study = optuna.create_study(storage=storage)
     trial = study.ask()
-    assert hasattr(storage, "_get_stale_trial_ids"), "RDBStorage no longer has '_get_stale_trial_ids' (nas/search/storage.py uses it)"
+    assert hasattr(storage, "_get_stale_trial_ids"), "RDBStorage no longer has '_get_stale_trial_ids' (results/storage.py uses it)"
     assert storage._get_stale_trial_ids(study._study_id) == []  # no heartbeat yet: never stale
     storage.record_heartbeat(trial._trial_id)
     assert storage._get_stale_trial_ids(study._study_id) == []
@@ -110,7 +110,7 @@ def test_ray_reads_the_cluster_flag_that_keeps_a_local_search_on_loopback():
 
 
 def test_optuna_journal_lock_base_class():
-    """`nas/search/storage.py` gives JournalFileBackend an in-process lock (no symbolic link for a
+    """`results/storage.py` gives JournalFileBackend an in-process lock (no symbolic link for a
     SIGKILL to leave in the run directory) built on Optuna's lock base class."""
     from optuna.storages.journal import JournalFileBackend
     from optuna.storages.journal._file import BaseJournalFileLock

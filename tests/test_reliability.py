@@ -226,7 +226,7 @@ def test_second_search_on_a_run_dir_in_use_is_refused(tmp_path: Path, tagged: Ta
     a = start_cli(nas_cmd(*args_a), env, log_a)
     c = start_cli(nas_cmd(*search_args(run_c, space, trials=3, epochs=1, concurrency=1)), env, log_c)
 
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
 
     wait_until("search A to hold its run directory", lambda: (run_a / "run.json").exists() and RunDir(run_a).in_use(),
                a, log_a)  # fmt: skip

@@ -21,7 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from nas.cli import main
-from nas.search.run_dir import STUDY_NAME, RunDir
+from results.run_dir import STUDY_NAME, RunDir
 from results import compare_runs, hypervolume, load_run, pareto_front
 from results.pareto import dominates, non_dominated, normalized_hypervolume, reference_point
 from results.run import Fidelity, TrialRecord
@@ -108,7 +108,7 @@ def make_run(
     Accuracies are a smooth function of MACs plus seeded noise unless given.
     """
     from nas.search import pareto
-    from nas.search.run_dir import STUDY_NAME, RunDir, arch_hash
+    from results.run_dir import STUDY_NAME, RunDir, arch_hash
     from nas.search.settings import SearchSettings
 
     rng = random.Random(seed)
@@ -225,7 +225,7 @@ def make_run(
         study.set_user_attr("latency_ms_measured", measured)
     if write_pareto:
         pareto.write_cards(rd, members)
-    from nas.search.run_dir import count_frozen
+    from results.run_dir import count_frozen
 
     rd.update(status=status, counts=count_frozen(study.trials), command=["nas", "search", "--budget", str(budget)])
     return rd.path
@@ -543,8 +543,8 @@ def test_nas_compare_json_and_table(tmp_path, capsys):
 
 
 def test_trial_counts_by_hand():
-    """The one counting rule (nas.search.run_dir): what counts as trained, interrupted, running."""
-    from nas.search.run_dir import count_trials, trial_status
+    """The one counting rule (results.run_dir): what counts as trained, interrupted, running."""
+    from results.run_dir import count_trials, trial_status
 
     trials = [
         ("complete", {"trained": True}),

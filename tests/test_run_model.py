@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from run_fixture import TRIALS, make_real_run
 
-from nas.search.run_dir import COUNT_KEYS, RunDir
+from results.run_dir import COUNT_KEYS, RunDir
 from nas.search.settings import RunSettings, SearchSettings
 from results import load_run
 

@@ -100,7 +100,7 @@ def test_appending_to_a_hard_linked_file_never_writes_in_place(tmp_path, victim)
 
 
 def test_metrics_of_a_trial_never_reach_a_hard_link(tmp_path, victim):
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
 
     rd = RunDir(tmp_path / "run")
     make_dirs(rd.trial_dir(0), root=rd.path)
@@ -112,7 +112,7 @@ def test_metrics_of_a_trial_never_reach_a_hard_link(tmp_path, victim):
 
 
 def test_a_hard_linked_lock_gets_its_own_inode_and_still_excludes(tmp_path, victim):
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()
@@ -128,7 +128,7 @@ def test_a_hard_linked_lock_gets_its_own_inode_and_still_excludes(tmp_path, vict
 
 
 def test_a_fifo_lock_is_refused_not_waited_on(tmp_path):
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()
@@ -144,8 +144,8 @@ def test_a_fifo_lock_is_refused_not_waited_on(tmp_path):
 def test_a_resume_does_not_grow_a_hard_linked_backup_journal(tmp_path):
     import optuna
 
-    from nas.search.run_dir import RunDir
-    from nas.search.storage import RunStorage
+    from results.run_dir import RunDir
+    from results.storage import RunStorage
 
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()
@@ -161,7 +161,7 @@ def test_a_resume_does_not_grow_a_hard_linked_backup_journal(tmp_path):
 
 
 def test_a_run_record_is_never_an_output(tmp_path):
-    from nas.search.run_dir import refuse_run_records
+    from results.run_dir import refuse_run_records
 
     run = tmp_path / "run"
     run.mkdir()
@@ -330,8 +330,8 @@ def test_a_journal_lock_link_left_by_a_kill_does_not_block_the_resume(tmp_path):
     locked in-process; a stale link of that one kind is removed, any other link still refused."""
     import optuna
 
-    from nas.search.run_dir import RunDir
-    from nas.search.storage import RunStorage
+    from results.run_dir import RunDir
+    from results.storage import RunStorage
 
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.search.run_dir import STUDY_NAME, RunDir
+from results.run_dir import STUDY_NAME, RunDir
 from nas.search.settings import SearchSettings
 from nas.units import format_macs
 from search_space import ArchConfig, SearchSpace, analytic_cost, build_model

@@ -239,7 +239,7 @@ def test_pareto_export_ignores_config_names(tmp_path: Path) -> None:
     import optuna
 
     from nas.search import pareto
-    from nas.search.run_dir import RunDir
+    from results.run_dir import RunDir
     from search_space import analytic_cost
 
     work = tmp_path / "w" / "x"

@@ -337,8 +337,8 @@ def _runs_json(folder: Path) -> list[dict[str, Any]]:
 def test_sqlite_storage_url_is_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A relative sqlite:/// path is recorded absolute (readers run from anywhere) and a reader
     never creates the file."""
-    from nas.search.run_dir import RunDir
-    from nas.search.storage import RunStorage
+    from results.run_dir import RunDir
+    from results.storage import RunStorage
 
     monkeypatch.chdir(tmp_path)
     rd = RunDir(tmp_path / "run")

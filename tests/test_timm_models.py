@@ -13,7 +13,7 @@ import torch
 
 timm = pytest.importorskip("timm", reason="timm is in the test extra: bash scripts/install.sh --test")
 
-import search_space.timm_models  # noqa: E402,F401  (registers the models)
+import train_proxy.timm_models  # noqa: E402,F401  (registers the models)
 from safetensors.torch import load_file  # noqa: E402
 
 from search_space import ArchConfig, build_model, zoo_names  # noqa: E402

@@ -98,6 +98,7 @@ def test_resume_of_a_finished_training_says_so_and_changes_nothing(tmp_path, tin
 def test_kept_run_of_a_finished_training_returns_its_result_untouched(tmp_path, tiny_cfg):
     """The library path (`nas finalize` goes through it too) leaves a finished training alone."""
     from train_proxy import ProxySpec, load_data
+    from results.cards import trained_card
     from train_proxy import keep as kept
     from train_proxy.checkpoint import TrainingDir
 
@@ -105,10 +106,10 @@ def test_kept_run_of_a_finished_training_returns_its_result_untouched(tmp_path, 
     bundle = load_data("digits", spec.resolution, fraction=spec.data_fraction)
     d = TrainingDir.create(tmp_path / "d")
     kept.start(d, tiny_cfg, spec, "digits", bundle, evaluate_test=False)
-    first = kept.run(d, bundle)
+    first = kept.run(d, bundle, card=trained_card)
     stamp = (d.path / "result.json").stat().st_mtime_ns, (d.path / "card.md").stat().st_mtime_ns
     assert kept.finished(d) == json.loads((d.path / "result.json").read_text())
-    again = kept.run(d, bundle)
+    again = kept.run(d, bundle, card=trained_card)
     assert again["images_per_second"] == first["images_per_second"] > 0
     assert ((d.path / "result.json").stat().st_mtime_ns, (d.path / "card.md").stat().st_mtime_ns) == stamp
 

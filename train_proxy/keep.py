@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -71,7 +71,7 @@ def start(
         "spec": spec.to_dict(),
         "data": data,
         "evaluate_test": evaluate_test,
-        # what a deployed model must be fed (timm's pretrained_cfg reads it: search_space.timm_models)
+        # what a deployed model must be fed (timm's pretrained_cfg reads it: train_proxy.timm_models)
         "input": {"size": [built.in_channels, spec.resolution, spec.resolution], "mean": list(bundle.mean),
                   "std": list(bundle.std), "interpolation": "bilinear"},  # fmt: skip
     }
@@ -134,19 +134,24 @@ class _HeldWrites:
             self.keep.save_epoch(state)
 
 
+# how a finished training's card.md is written: (built config, result.json, train.json, data summary) -> markdown
+# (`results.cards.trained_card`, handed in by the commands: cards are a floor above training)
+CardWriter = Callable[[ArchConfig, dict[str, Any], dict[str, Any], str], str]
+
+
 def run(
     keep: TrainingDir,
     bundle: DataBundle | None = None,
     *,
+    card: CardWriter,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train (or continue) the training kept in ``keep`` to its end; write result.json and card.md.
+    """Train (or continue) the training kept in ``keep`` to its end; write result.json and the
+    card.md that ``card`` writes.
 
     A training that already finished is left as it is: its saved result is returned, nothing is
     trained or rewritten (a rerun would record a throughput of 0 images/s)."""
-    from results.cards import trained_card
-
     done = finished(keep)
     if done is not None:
         return done
@@ -160,8 +165,8 @@ def run(
     record = result_record(cfg, spec, bundle, result)
     record["saved"] = str(keep.path)
     record["data_summary"] = bundle.summary()
-    card = trained_card(keep.built_config(), record, settings, bundle.summary())
+    text = card(keep.built_config(), record, settings, bundle.summary())
     with signals_held():
-        keep.write_result(record, card)
+        keep.write_result(record, text)
     return record
 

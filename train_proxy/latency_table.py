@@ -822,7 +822,7 @@ class LatencyPredictor:
     def require_cover(self, space: Any) -> None:
         """Refuse, with one line naming the first missing entry, a table that cannot predict every
         candidate of ``space`` at its deploy resolution."""
-        from nas.search.latency_warmup import covering_networks
+        from .latency_warmup import covering_networks
 
         gaps = self.uncovered(covering_networks(space))
         if gaps:

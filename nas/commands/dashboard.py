@@ -2,7 +2,7 @@
 
 The server is optuna-dashboard's own WSGI application (`optuna_dashboard.wsgi`) on the standard
 library's threaded WSGI server, as optuna-dashboard's own command serves it. The run's study is
-opened where run.json says it lives (`nas.search.storage`): its journal file through Optuna's
+opened where run.json says it lives (`results.storage`): its journal file through Optuna's
 JournalStorage, or its database. Every request reads the storage afresh, so a search in progress
 shows its new trials on reload. Bound to 127.0.0.1 unless ``--host`` says otherwise: the
 dashboard has no login, and anyone who reaches it can also edit (notes) or delete studies.
@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def open_target(run_dir: Path | None, url: str | None) -> tuple[Any, str | None, str]:
     """(storage, the run's study name or None, what is served, in words)."""
-    from nas.search.run_dir import RunDir
-    from nas.search.storage import open_database, parse_url
+    from results.run_dir import RunDir
+    from results.storage import open_database, parse_url
 
     if run_dir is None:
         if url is None:
@@ -99,7 +99,7 @@ def make_server(app: Any, host: str, port: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas.search.storage import redact
+    from results.storage import redact
 
     sys.argv[:] = [redact(a) for a in sys.argv]
     try:

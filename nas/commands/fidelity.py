@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     out_path = Path(args.out) if args.out else None
     if out_path is not None:
-        from ..search.run_dir import refuse_run_records
+        from results.run_dir import refuse_run_records
 
         refuse_run_records(out_path, "--out")
     if out_path is not None and not out_path.parent.is_dir():

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nas.search.latency_warmup import covering_networks
+    from train_proxy.latency_warmup import covering_networks
     from nas.search.settings import load_space
     from search_space.errors import UserError
     from train_proxy.latency_table import LatencyPredictor
@@ -58,7 +58,7 @@ def run_build(args: argparse.Namespace) -> int:
     check_runtime(args.runtime, args.device)
     space = load_space(args.space)
     out = Path(args.out)
-    from ..search.run_dir import refuse_run_records
+    from results.run_dir import refuse_run_records
 
     refuse_run_records(out, "--out")
     if out.is_symlink() or (out.exists() and not out.is_file()):

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def summarize(run: Run) -> dict[str, Any]:
-    counts = run.trial_counts()  # the counts of `nas status` (one rule: nas.search.run_dir.count_trials)
+    counts = run.trial_counts()  # the counts of `nas status` (one rule: results.run_dir.count_trials)
     best = run.best()
     s = run.settings
     return {

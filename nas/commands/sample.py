@@ -10,7 +10,7 @@ from search_space.text import printable
 from search_space import SearchSpace, analytic_cost
 from search_space.files import make_output_dir
 
-from ..search.run_dir import refuse_run_records
+from results.run_dir import refuse_run_records
 
 from ..cli_utils import positive_int
 from ..units import format_count, format_macs

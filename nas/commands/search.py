@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..search.runner import prepare
     from ..search.runner import run as run_search
-    from ..search.storage import redact
+    from results.storage import redact
 
     # run.json records the command line (and Ray its driver's): never with a database password
     sys.argv[:] = [redact(a) for a in sys.argv]

@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, at: "_Progress") -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
     from train_proxy.trainer import warmup_epochs
+    from results.cards import trained_card
     from train_proxy import keep as kept
-    from nas.search.run_dir import refuse_run_records
+    from results.run_dir import refuse_run_records
     from train_proxy.checkpoint import TrainingDir
     from train_proxy.data import resolve_data_arg
     from train_proxy.trainer import resolve_device
@@ -162,7 +163,7 @@ def _train(args: argparse.Namespace, at: "_Progress") -> int:
         print(printable(f"{verb}training {cfg.name} on {bundle.summary()}"))
     at.training = True
     if args.save or args.resume:
-        out = kept.run(keep, bundle, on_epoch=report_epoch, progress=not args.no_progress)
+        out = kept.run(keep, bundle, card=trained_card, on_epoch=report_epoch, progress=not args.no_progress)
     else:
         result = train_proxy(cfg, spec, bundle, on_epoch=report_epoch, progress=not args.no_progress,
                              evaluate_test=args.test)  # fmt: skip
@@ -270,7 +271,7 @@ def _resumed(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _provenance(args: argparse.Namespace) -> dict:
-    from nas.search.run_dir import now_iso, versions
+    from results.run_dir import now_iso, versions
 
     return {
         "model": args.model,

@@ -123,7 +123,7 @@ def start_attempt(hooks: dict[str, Any], number: int, arch: Any, node_id: str | 
     attempt = _previous_attempts(log, number) + 1
     _attempts_here[number] = attempt
     if log:
-        from .run_dir import arch_hash
+        from results.run_dir import arch_hash
 
         row = {"number": number, "attempt": attempt, "arch_hash": arch_hash(arch), "node_id": node_id,
                "pid": os.getpid(), "time": time.time()}  # fmt: skip

@@ -20,10 +20,10 @@ from results.cards import ArtifactInfo, model_card
 from results.pareto import front_objectives, pareto_front
 from results.run import load_run, study_records
 from search_space import ArchConfig
-from search_space.files import write_atomic, write_json_atomic
+from search_space.files import make_dirs, write_atomic
 
 from ..units import format_count, format_macs
-from .run_dir import RunDir
+from results.run_dir import RunDir
 from .settings import SearchSettings
 
 
@@ -82,19 +82,19 @@ def export(run_dir: RunDir, members: list[FrontMember], study: optuna.Study) -> 
     """Write pareto/<name>.yaml and record the front in result.json and the study (the cards
     follow with `write_cards` once run.json says how the search ended)."""
     out = run_dir.pareto_dir
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, root=run_dir.path)
     for stale in list(out.glob("trial_*.yaml")) + list(out.glob("trial_*.md")):
         stale.unlink()  # a resumed run's front replaces the earlier one
     written = []
     for m in members:
         path = out / f"{m.name}.yaml"
-        write_atomic(path, m.cfg.to_yaml())
+        write_atomic(path, m.cfg.to_yaml(), root=run_dir.path)
         written.append(path)
         result = run_dir.read_trial_result(m.number) or {}
         if m.latency_measured is not None:
             result["latency_ms_measured"] = m.latency_measured
         result["pareto"] = True
-        write_json_atomic(run_dir.trial_dir(m.number) / "result.json", result)
+        run_dir.write_trial_result(m.number, result)
     measured = {str(m.number): m.latency_measured for m in members if m.latency_measured is not None}
     if measured:
         # finished trials cannot take new user attrs; the study keeps the re-measurement instead
@@ -110,7 +110,7 @@ def write_cards(run_dir: RunDir, members: list[FrontMember], storage: Any = None
     for m in members:
         yaml_path = run_dir.pareto_dir / f"{m.name}.yaml"
         text = model_card(run, run.trial(m.number), m.cfg, [ArtifactInfo("yaml", yaml_path)], weights_seed=0)
-        write_atomic(yaml_path.with_suffix(".md"), text)
+        write_atomic(yaml_path.with_suffix(".md"), text, root=run_dir.path)
 
 
 def summary(members: list[FrontMember]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any
 from search_space.errors import UserError
 from search_space.files import check_regular
 
-from .run_dir import RunDir
+from results.run_dir import RunDir
 from .settings import DEVICES, SAMPLERS, SearchSettings, parse_objectives
 
 

@@ -56,7 +56,7 @@ from search_space.yaml_io import read_text_file
 
 from ..units import format_macs
 from . import preflight
-from .run_dir import RunDir, default_run_dir, now_iso, space_digest
+from results.run_dir import RunDir, default_run_dir, now_iso, space_digest
 from .settings import (
     SearchSettings,
     check_space_fits,
@@ -64,7 +64,7 @@ from .settings import (
     new_settings,
     resumed_settings,
 )
-from .storage import DatabaseLost, Heartbeats, Outage, RunStorage, connection_error, database_lost, live_trials
+from results.storage import DatabaseLost, Heartbeats, Outage, RunStorage, connection_error, database_lost, live_trials
 
 OBJECT_STORE_BYTES = 256 * 1024**2  # the trials exchange only small dicts; keep Ray's store modest
 ASHA_REDUCTION = 3
@@ -442,7 +442,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     import optuna
 
     from . import pareto
-    from .run_dir import count_frozen
+    from results.run_dir import count_frozen
     from .searcher import NasSearcher, make_sampler, mark_interrupted
     from .status import count_study
 

@@ -55,9 +55,9 @@ from search_space.files import is_disk_full
 
 from ..units import format_count, format_macs
 from .faults import DriverFaults
-from .run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
+from results.run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
 from .settings import SearchSettings
-from .storage import Outage, connection_error, has_heartbeat, redact
+from results.storage import Outage, connection_error, has_heartbeat, redact
 
 log = logging.getLogger(__name__)
 

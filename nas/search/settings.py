@@ -1,9 +1,8 @@
-"""The settings of one search: parsed from the command line, validated, stored in run.json.
+"""The settings of one search parsed from the command line and validated.
 
 Everything a user can get wrong is checked here, before the run directory or Ray is touched, and
-reported as one `UserError` line. "FLOPs" budgets are multiply-accumulates (MACs), as in the VAN
-and CMT papers, and apply to the architecture at its deploy resolution (the space's), while the
-proxy trains at ``proxy_resolution``.
+reported as one `UserError` line. The settings themselves (what run.json stores) are
+`results.settings`; the proxy's defaults and limits are `train_proxy.proxy_defaults`.
 """
 
 from __future__ import annotations
@@ -11,149 +10,32 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from results.settings import (  # noqa: F401 - the search's settings, re-exported for its modules
+    OBJECTIVES,
+    SAMPLERS,
+    DEVICES,
+    DEFAULT_TRIALS,
+    DEFAULT_EPOCHS,
+    DEFAULT_PROXY_RESOLUTION,
+    DEFAULT_PROXY_WIDTH,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DATA_FRACTION,
+    DEFAULT_OBJECTIVES,
+    DEFAULT_SAMPLER,
+    DEFAULT_DATA,
+    DEFAULT_MAX_FAILURES,
+    MUTABLE_ON_RESUME,
+    SearchSettings,
+    RunSettings,
+    settings_shape_problem,
+)
 from search_space import SearchSpace
 from search_space.errors import UserError
 
 from ..units import format_count, format_macs, parse_count, parse_macs
-
-OBJECTIVES = ("acc", "macs", "latency")
-SAMPLERS = ("tpe", "nsga2", "random")
-DEVICES = ("cpu", "cuda")
-
-# The default proxy: the recipe of docs/fidelity.md (benchmarks/bench_proxy_fidelity.py) with the
-# best rank agreement per CPU-second among the training proxies measured there: one epoch at 32 px,
-# width x0.5, on a tenth of the training split (4,800 images), scored on the whole validation part
-# (Kendall tau +0.52 against a full-width epoch on all the data, where width x0.25 gave +0.27).
-# 16 trials of it keep `nas search --budget 4GFLOPs` on Fashion-MNIST within 10 minutes on 2 CPU
-# cores (20 would not). Scale up for real searches.
-DEFAULT_TRIALS = 16
-DEFAULT_EPOCHS = 1
-DEFAULT_PROXY_RESOLUTION = 32
-DEFAULT_PROXY_WIDTH = 0.5  # proxy width multiplier: about half the training cost per image on the CPU
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_DATA_FRACTION = 0.1
-DEFAULT_OBJECTIVES = ("acc", "macs")
-DEFAULT_SAMPLER = "tpe"
-DEFAULT_DATA = "digits"  # of settings built without data (library use); the CLI resolves default_data_spec()
-DEFAULT_MAX_FAILURES = 1
-
-# Options a resumed run may change; every other one must match what the run was started with,
-# because it changes what the trials already in the study mean.
-MUTABLE_ON_RESUME = ("trials", "concurrency", "address", "max_failures", "threads")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    budget_macs: int
-    max_params: int | None = None
-    latency_ms: float | None = None
-    device: str = "cpu"  # the latency device (predictor and Pareto re-measurement)
-    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
-    sampler: str = DEFAULT_SAMPLER
-    trials: int = DEFAULT_TRIALS  # architectures to train; infeasible and duplicate ones are free
-    epochs: int = DEFAULT_EPOCHS
-    proxy_resolution: int = DEFAULT_PROXY_RESOLUTION
-    proxy_width: float = DEFAULT_PROXY_WIDTH  # width multiplier of the proxy model (deploy widths x this)
-    concurrency: int | None = None  # None: one trial per CPU of the cluster (resolved by the runner)
-    seed: int = 0
-    data: str = DEFAULT_DATA
-    space: str = "default"  # "default" or the path the space was read from
-    batch_size: int = DEFAULT_BATCH_SIZE
-    data_fraction: float = DEFAULT_DATA_FRACTION
-    address: str | None = None
-    max_failures: int = DEFAULT_MAX_FAILURES  # Ray retries of a trial that raised or lost its worker
-    threads: int | None = None  # CPU threads per trial; None: CPUs of the cluster / concurrency
-    latency_table: str | None = None  # a table built on the target (nas latency-table build); None: measured here
-
-    # -- derived ------------------------------------------------------------------------
-    @property
-    def uses_latency(self) -> bool:
-        return self.latency_ms is not None or "latency" in self.objectives
-
-    @property
-    def directions(self) -> list[str]:
-        return ["maximize" if o == "acc" else "minimize" for o in self.objectives]
-
-    def constraint_names(self) -> list[str]:
-        names = ["macs"]
-        if self.max_params is not None:
-            names.append("params")
-        if self.latency_ms is not None:
-            names.append("latency")
-        return names
-
-    # -- run.json -----------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["objectives"] = list(self.objectives)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SearchSettings:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "budget_macs" not in values:
-            raise UserError("run.json: settings lack 'budget_macs' (not a run directory of this version?)")
-        values["objectives"] = tuple(values.get("objectives", DEFAULT_OBJECTIVES))
-        return cls(**values)
-
-    def with_overrides(self, **changes: Any) -> SearchSettings:
-        return replace(self, **changes)
-
-
-def settings_shape_problem(data: Any) -> str | None:
-    """What is wrong with the JSON types of stored settings (None when every known key fits its
-    field; a missing or null key is left to the reader)."""
-    import types
-    import typing
-
-    if not isinstance(data, Mapping):
-        return f"settings is a {type(data).__name__}, expected an object"
-    hints = typing.get_type_hints(SearchSettings)
-
-    def fits(value: Any, hint: Any) -> bool:
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            return any(fits(value, arg) for arg in typing.get_args(hint))
-        if hint is type(None):
-            return value is None
-        if hint is int:
-            return isinstance(value, int) and not isinstance(value, bool)
-        if hint is float:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        if hint is str:
-            return isinstance(value, str)
-        if typing.get_origin(hint) is tuple:
-            return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
-        return True
-
-    for f in fields(SearchSettings):
-        value = data.get(f.name)
-        if value is not None and not fits(value, hints[f.name]):
-            wanted = str(hints[f.name]).replace("<class '", "").replace("'>", "")
-            return f"settings.{f.name} is {type(value).__name__} {str(value)[:40]!r}, expected {wanted}"
-    return None
-
-
-@dataclass(frozen=True)
-class RunSettings(SearchSettings):
-    """The settings of a run as a reader finds them in run.json: `SearchSettings` itself, loaded
-    leniently. A key missing from an old or partial run.json is None (unknown: never today's
-    default, which may not be what that run used; ``objectives`` falls back to the default pair),
-    and keys this version does not know are kept in ``extra``."""
-
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_run_json(cls, data: Mapping[str, Any] | None) -> RunSettings:
-        data = data if isinstance(data, Mapping) else {}
-        known = [f.name for f in fields(SearchSettings)]
-        values: dict[str, Any] = {name: data.get(name) for name in known}
-        values["objectives"] = tuple(data.get("objectives") or DEFAULT_OBJECTIVES)
-        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 
 # -- parsing --------------------------------------------------------------------------------

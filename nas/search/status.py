@@ -14,7 +14,7 @@ from typing import Any
 from results.run import TrialRecord, load_run, rank_trials
 from search_space.errors import UserError
 
-from .run_dir import COUNT_KEYS, STUDY_NAME, RunDir, count_frozen
+from results.run_dir import COUNT_KEYS, STUDY_NAME, RunDir, count_frozen
 
 
 def study_trials(storage: Any, study_name: str = STUDY_NAME) -> list[Any]:

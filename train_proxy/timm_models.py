@@ -1,4 +1,4 @@
-"""Our networks as timm models: ``import search_space.timm_models`` registers them with timm.
+"""Our networks as timm models: ``import train_proxy.timm_models`` registers them with timm.
 
 - ``timm.create_model("hybrid_nas", arch="found.yaml", num_classes=10)``: any `ArchConfig`; ``arch`` is
   a config YAML, a directory written by ``nas train --save`` (its ``config.yaml``; its
@@ -25,13 +25,13 @@ import torch
 from timm.models import build_model_with_cfg, register_model
 from torch import nn
 
-from train_proxy.checkpoint import CONFIG, SETTINGS, WEIGHTS, TrainingDir
-from train_proxy.data import IMAGENET_MEAN, IMAGENET_STD
+from search_space.config import ArchConfig
+from search_space.errors import UserError
+from search_space.model import HybridNet, build_model
+from search_space.zoo import load_zoo, resolve_config, zoo_names
 
-from .config import ArchConfig
-from .errors import UserError
-from .model import HybridNet, build_model
-from .zoo import load_zoo, resolve_config, zoo_names
+from .checkpoint import CONFIG, SETTINGS, WEIGHTS, TrainingDir
+from .data import IMAGENET_MEAN, IMAGENET_STD
 
 PREFIX = "hybrid_nas"
 

@@ -11,7 +11,7 @@ Layout::
     RUN_DIR/space.yaml      the search space used (a copy)
     RUN_DIR/study.journal   Optuna JournalStorage, study STUDY_NAME (absent when run.json names a
                             database ``storage``: then the study is there, named ``study_name``;
-                            `nas.search.storage` opens either)
+                            `results.storage` opens either)
     RUN_DIR/tune/           Ray Tune experiment state (one experiment per search invocation)
     RUN_DIR/trials/NNNNN/   config.yaml, metrics.jsonl (trained trials only), result.json
     RUN_DIR/pareto/         <name>.yaml + <name>.md of the final Pareto front
@@ -238,8 +238,12 @@ class RunDir:
     def trial_dir(self, number: int) -> Path:
         return self.trials_dir / f"{number:0{TRIAL_DIR_DIGITS}d}"
 
+    def trial_config(self, number: int) -> Path:
+        """A trial's architecture as the search wrote it (`write_trial_config`)."""
+        return self.trial_dir(number) / "config.yaml"
+
     def storage(self, url: str | None = None, meta: dict[str, Any] | None = None) -> Any:
-        """Where this run's study lives (`nas.search.storage.RunStorage`, from run.json; ``url``:
+        """Where this run's study lives (`results.storage.RunStorage`, from run.json; ``url``:
         the run's database URL given again, for its password)."""
         from .storage import RunStorage
 
@@ -403,7 +407,7 @@ class RunDir:
 
     # -- per-trial files ----------------------------------------------------------------
     def write_trial_config(self, number: int, cfg: ArchConfig) -> None:
-        write_atomic(self.trial_dir(number) / "config.yaml", cfg.to_yaml(), root=self.path)
+        write_atomic(self.trial_config(number), cfg.to_yaml(), root=self.path)
 
     def append_metrics(self, number: int, row: dict[str, Any]) -> None:
         """One JSON line per epoch; epoch 1 starts the file afresh (a retried trial restarts).
