@@ -35,7 +35,7 @@ from typing import Any
 
 from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.files import write_json_atomic
-from nas.search import settings as search_defaults
+from train_proxy import proxy_defaults
 from train_proxy.fidelity import bootstrap_agreement, bootstrap_tau_difference, format_with_interval, rank_agreement
 
 DATA = "fashion-mnist"
@@ -233,8 +233,8 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
 
 def default_proxy_name() -> str | None:
     """The candidate that is `nas search`'s default proxy, if it is one of them."""
-    d = search_defaults
-    wanted = (d.DEFAULT_EPOCHS, d.DEFAULT_PROXY_WIDTH, d.DEFAULT_DATA_FRACTION, d.DEFAULT_PROXY_RESOLUTION)
+    d = proxy_defaults
+    wanted = (d.EPOCHS, d.WIDTH, d.DATA_FRACTION, d.RESOLUTION)
     return next((name for name, recipe in CANDIDATES.items() if recipe == wanted), None)
 
 

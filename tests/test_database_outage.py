@@ -27,7 +27,7 @@ import pytest
 from fault_helpers import Tagged, nas_cmd, result_json, run_cli, search_args, start_cli, train_log, wait_until, write_space
 from storage_helpers import assert_finished_db_run, db_trials, files_containing
 
-from nas.search import storage as S
+from results import storage as S
 from results.run_dir import RunDir
 
 # what a search may meet while `pg_ctl stop -m fast` runs, and once it has

@@ -439,25 +439,36 @@ def _sigterm_to_sigint(signum: int, frame: Any) -> None:
 
 
 def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, console: Any, err_console: Any) -> int:
-    import optuna
+    """Steps 3-5 under the run's lock: the run record, the study, the trials, the front."""
+    segment = _open_run(plan, s, res)
+    storage = _open_study(plan, s, err_console)
+    searcher, progress, outage = _make_searcher(plan, s, res, storage, segment, err_console)
+    _train(plan, s, res, storage, searcher, progress, outage, segment, err_console)
+    return _finish(plan, s, searcher, started, console, err_console)
 
-    from . import pareto
-    from results.run_dir import count_frozen
-    from .searcher import NasSearcher, make_sampler, mark_interrupted
-    from .status import count_study
 
+def _open_run(plan: Plan, s: SearchSettings, res: Resources) -> int:
+    """run.json of a new run, or a resumed one's updated; returns the segment (0 for a new run)."""
     rd = plan.run_dir
-    where = plan.study_storage
     if plan.resume:
         data = rd.read_run_json()
-        segment = len(data.get("resumes", [])) + 1
         resumes = data.get("resumes", []) + [{"command": list(sys.argv), "at": now_iso()}]
         rd.update(status="running", settings=s.to_json(), resumes=resumes, resources=res.to_json())
-    else:
-        rd.check_new(locked=True)  # again, under the lock: another search may have started here meanwhile
-        segment = 0
-        rd.create(s.to_json(), plan.space_text, where.record())
-        rd.update(resources=res.to_json())
+        return len(resumes)
+    rd.check_new(locked=True)  # again, under the lock: another search may have started here meanwhile
+    rd.create(s.to_json(), plan.space_text, plan.study_storage.record())
+    rd.update(resources=res.to_json())
+    return 0
+
+
+def _open_study(plan: Plan, s: SearchSettings, err_console: Any) -> Any:
+    """The study's storage, the study created (new run) or loaded with its interrupted trials
+    marked failed and re-queued (resume)."""
+    import optuna
+
+    from .searcher import mark_interrupted
+
+    where = plan.study_storage
     storage = where.open_for_search()
     if where.is_database:
         study = _database_study(where, storage, s, resume=plan.resume)
@@ -469,23 +480,26 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
         if interrupted:
             err_console.print(f"resume: {len(interrupted)} interrupted trial(s) marked failed and re-queued: {interrupted}",
                               highlight=False)  # fmt: skip
+    return storage
 
+
+def _make_searcher(plan: Plan, s: SearchSettings, res: Resources, storage: Any, segment: int,
+                   err_console: Any) -> tuple[Any, Progress, Outage]:  # fmt: skip
+    """The searcher over the study, its progress display (keeping run.json's counts fresh) and the
+    outage note its database guard fills."""
+    from results.run_dir import count_frozen
+
+    from .searcher import NasSearcher, make_sampler
+    from .status import count_study
+
+    rd, where = plan.run_dir, plan.study_storage
     counts = count_study(storage, where.study_name)
-    best = _best(storage, where.study_name, rd, s)
-    progress = Progress(s.trials, counts, best, err_console)
+    progress = Progress(s.trials, counts, _best(storage, where.study_name, rd, s), err_console)
     outage = Outage()  # the study's database went away (database storage only)
-    searcher = NasSearcher(
-        space=plan.space,
-        settings=s,
-        run_dir=rd,
-        storage=storage,
-        sampler=make_sampler(s, segment),
-        latency_predictor=plan.predictor,
-        threads_per_trial=res.threads,
-        listener=progress.event,
-        study_name=where.study_name,
-        outage=outage,
-    )
+    searcher = NasSearcher(space=plan.space, settings=s, run_dir=rd, storage=storage,
+                           sampler=make_sampler(s, segment), latency_predictor=plan.predictor,
+                           threads_per_trial=res.threads, listener=progress.event, study_name=where.study_name,
+                           outage=outage)  # fmt: skip
     last_write = [0.0]
 
     def write_counts() -> None:  # keep run.json's counts fresh for `nas runs` / `nas status`
@@ -496,32 +510,48 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
             rd.update(counts=count_frozen(searcher.study.get_trials(deepcopy=False)))
 
     progress.on_change = write_counts
+    return searcher, progress, outage
+
+
+def _train(plan: Plan, s: SearchSettings, res: Resources, storage: Any, searcher: Any, progress: Progress,
+           outage: Outage, segment: int, err_console: Any) -> None:  # fmt: skip
+    """Train the trials the study still needs (one Tune experiment); a lost database or a full disk
+    ends it with one line."""
+    where = plan.study_storage
     remaining = s.trials - searcher.trained_count()
-    if remaining > 0:
-        err_console.print(
-            f"searching: {remaining} trial(s) to train, {res.concurrency} at a time, {res.threads} thread(s)"
-            + (f" and {res.gpus_per_trial:g} GPU" if res.gpus_per_trial else "")
-            + f" per trial, on {res.nodes} node(s) ({res.cluster_cpus} CPUs)",
-            highlight=False,
-        )
-        try:
-            with progress, Heartbeats(storage, searcher.live_trial_ids, outage):  # heartbeats: database storage only
-                run_tune(searcher, s, res, rd, segment, remaining)
-        except Exception:
-            if not (outage and where.is_database):
-                raise
-        if outage and where.is_database:  # nothing more can be told to the study, or read from it
-            raise database_lost(where, outage.cause)  # type: ignore[arg-type]
-        if searcher.disk_full:
-            raise DiskFullError(searcher.disk_full)
-    else:
+    if remaining <= 0:
         err_console.print(f"nothing to train: the study already has {searcher.trained_count()} trained trial(s)",
                           highlight=False)  # fmt: skip
+        return
+    err_console.print(
+        f"searching: {remaining} trial(s) to train, {res.concurrency} at a time, {res.threads} thread(s)"
+        + (f" and {res.gpus_per_trial:g} GPU" if res.gpus_per_trial else "")
+        + f" per trial, on {res.nodes} node(s) ({res.cluster_cpus} CPUs)",
+        highlight=False,
+    )
+    try:
+        with progress, Heartbeats(storage, searcher.live_trial_ids, outage):  # heartbeats: database storage only
+            run_tune(searcher, s, res, plan.run_dir, segment, remaining)
+    except Exception:
+        if not (outage and where.is_database):
+            raise
+    if outage and where.is_database:  # nothing more can be told to the study, or read from it
+        raise database_lost(where, outage.cause)  # type: ignore[arg-type]
+    if searcher.disk_full:
+        raise DiskFullError(searcher.disk_full)
 
+
+def _finish(plan: Plan, s: SearchSettings, searcher: Any, started: float, console: Any, err_console: Any) -> int:
+    """The front (re-measured where latency counts), its files and cards, run.json's last word, the
+    closing lines. Returns the exit status (130: the run is unfinished)."""
+    from results.run_dir import count_frozen
+
+    from . import pareto
+
+    rd = plan.run_dir
     trained = searcher.trained_count()
     interrupted_now = bool(searcher.live) or (trained < s.trials and not searcher.exhausted)
     status = "interrupted" if interrupted_now else "finished"
-
     members = pareto.front(searcher.study, s, rd)
     if s.uses_latency and members and not interrupted_now and s.latency_table is None:  # no target here to time
         err_console.print(f"measuring the latency of {len(members)} Pareto architecture(s) on {s.device}", highlight=False)
@@ -530,8 +560,7 @@ def _search(plan: Plan, s: SearchSettings, res: Resources, started: float, conso
     counts = count_frozen(searcher.study.get_trials(deepcopy=False))
     wall = time.monotonic() - started
     rd.update(status=status, counts=counts, pareto=pareto.summary(members), last_wall_seconds=round(wall, 1))
-    pareto.write_cards(rd, members, where)  # after run.json says how the search ended: the cards quote it
-
+    pareto.write_cards(rd, members, plan.study_storage)  # after run.json says how the search ended: the cards quote it
     console.print(pareto.table(members, s))
     console.print(
         f"{status}: {trained} trained (complete {counts['complete']}, pruned {counts['pruned']}, failed "
