@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
+from nas.cli_utils import old_spellings
 from search_space import resolve_config
 from search_space.blocks import cmt
 from train_proxy import ProxySpec, load_data, train_proxy
@@ -51,27 +52,29 @@ def main() -> None:
     ap.add_argument("--model", default="cmt_ti")
     ap.add_argument("--data", default="digits")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--width-mult", type=float, default=0.5)
-    ap.add_argument("--fraction", type=float, default=1.0)
+    ap.add_argument("--proxy-resolution", type=int, default=32)
+    ap.add_argument("--proxy-width", type=float, default=0.5)
+    ap.add_argument("--data-fraction", type=float, default=1.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    old_spellings(ap, {"--resolution": "--proxy-resolution", "--width-mult": "--proxy-width",
+                       "--fraction": "--data-fraction"})  # the CLIs' vocabulary (docs/vocabulary.md)
     args = ap.parse_args()
 
     cfg = resolve_config(args.model)
-    bundle = load_data(args.data, args.resolution, fraction=args.fraction)
+    bundle = load_data(args.data, args.proxy_resolution, fraction=args.data_fraction)
     accs: dict[str, list[float]] = {"old": [], "new": []}
     for seed in range(args.seeds):
-        spec = ProxySpec(resolution=args.resolution, epochs=args.epochs, width_multiplier=args.width_mult,
-                         data_fraction=args.fraction, seed=seed, threads=args.threads, device="cpu")  # fmt: skip
+        spec = ProxySpec(resolution=args.proxy_resolution, epochs=args.epochs, width_multiplier=args.proxy_width,
+                         data_fraction=args.data_fraction, seed=seed, threads=args.threads, device="cpu")  # fmt: skip
         for variant in ("old", "new"):
             with old_cmt_init() if variant == "old" else contextlib.nullcontext():
                 result = train_proxy(cfg, spec, bundle)
             accs[variant].append(result.val_acc)
             print(f"seed {seed} {variant}: val_acc {result.val_acc:.4f} ({result.train_seconds:.0f} s)", flush=True)
 
-    print(f"\n{args.model} on {bundle.summary()}, {args.epochs} epochs, width x{args.width_mult}, "
-          f"data fraction {args.fraction}, drop path 0")  # fmt: skip
+    print(f"\n{args.model} on {bundle.summary()}, {args.epochs} epochs, width x{args.proxy_width}, "
+          f"data fraction {args.data_fraction}, drop path 0")  # fmt: skip
     print("| init | " + " | ".join(f"seed {s}" for s in range(args.seeds)) + " | mean |")
     print("|---" * (args.seeds + 2) + "|")
     for variant, label in (("old", "old (He per group, bias std 0.02)"), ("new", "new (CMT's code)")):

@@ -15,7 +15,7 @@ on 2 cores), and the engine's per-trial overhead against bare training (median o
 time minus the same architecture's bare time at concurrency 1; the first trial of each run also
 pays for starting its Ray worker, reported separately).
 
-    python benchmarks/bench_search_throughput.py [--n 24] [--epochs 1] [--budget 2G] [--wait-idle 30]
+    python benchmarks/bench_search_throughput.py [--trials 24] [--epochs 1] [--budget 2G] [--wait-idle 30]
 
 Wall-clock figures are only meaningful on an otherwise idle machine: the load average is printed,
 and ``--wait-idle MIN`` waits up to MIN minutes for the CPUs to be >= 90% idle before starting.
@@ -181,7 +181,7 @@ def wait_idle(minutes: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=24, help="architectures (default 24: enough that the last trial's tail matters little)")
+    ap.add_argument("--trials", type=int, default=24, help="architectures (default 24: enough that the last trial's tail matters little)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--budget", default="2G", help="MAC budget the architectures are sampled under")
     ap.add_argument("--proxy-width", type=float, default=0.5)
@@ -201,9 +201,9 @@ def main() -> None:
     space = SearchSpace.default()
     s = SearchSettings(budget_macs=parse_macs(args.budget), epochs=args.epochs, proxy_width=args.proxy_width,
                        data_fraction=args.data_fraction, seed=args.seed, max_failures=0)  # fmt: skip
-    work = sample_work(space, args.n, s.budget_macs, args.seed)
+    work = sample_work(space, args.trials, s.budget_macs, args.seed)
     macs = [analytic_cost(space.suggest(_Fixed(p))).macs for p in work]
-    print(f"work: {args.n} architectures ({', '.join(format_macs(m).replace(' ', '') for m in macs)} MACs at 224 px), "
+    print(f"work: {args.trials} architectures ({', '.join(format_macs(m).replace(' ', '') for m in macs)} MACs at 224 px), "
           f"{args.epochs} epoch(s) at {s.proxy_resolution} px, width x{s.proxy_width:g}, data fraction {s.data_fraction:g}, "
           f"1 thread per training; {os.cpu_count()} CPUs, {idle:.0%} idle at start, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
 

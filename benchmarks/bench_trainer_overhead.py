@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from search_space import SearchSpace, build_model, resolve_config
 from train_proxy import ProxySpec, load_data, train_proxy
+from nas.cli_utils import old_spellings
+from train_proxy.proxy_defaults import FULL_WIDTH
 from train_proxy.trainer import proxy_config, resolve_device
 
 
@@ -72,27 +74,28 @@ def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="van_b0", help="zoo name, YAML path, or 'smallest' (default van_b0)")
-    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--proxy-resolution", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--fraction", type=float, default=0.5, help="share of digits' train split per repeat")
+    parser.add_argument("--data-fraction", type=float, default=0.5, help="share of digits' train split per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    old_spellings(parser, {"--resolution": "--proxy-resolution", "--fraction": "--data-fraction"})
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = SearchSpace.default().smallest()[0] if args.model == "smallest" else resolve_config(args.model)
     spec = ProxySpec(
-        resolution=args.resolution, epochs=1, batch_size=args.batch_size, data_fraction=args.fraction,
-        threads=args.threads, device=str(device),
+        resolution=args.proxy_resolution, epochs=1, batch_size=args.batch_size, data_fraction=args.data_fraction,
+        width_multiplier=FULL_WIDTH, threads=args.threads, device=str(device),  # the model named, at its own widths
     )  # fmt: skip
-    bundle = load_data("digits", args.resolution, fraction=args.fraction)
+    bundle = load_data("digits", args.proxy_resolution, fraction=args.data_fraction)
     steps = len(bundle.train) // args.batch_size
     images = steps * args.batch_size
     proxy = proxy_config(cfg, spec, bundle.num_classes)
     print(
-        f"{cfg.name} at {args.resolution} px, batch {args.batch_size}, {steps} steps + 1 validation pass per call, "
+        f"{cfg.name} at {args.proxy_resolution} px, batch {args.batch_size}, {steps} steps + 1 validation pass per call, "
         f"{args.threads} thread(s), device {device}, {args.repeats} repeats (alternating order)"
     )
 

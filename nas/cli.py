@@ -18,8 +18,18 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
-# Only as a program (`nas`, `scaling`, `python -m nas.cli`), never when imported by other code.
-if __name__ == "__main__" or os.path.basename(sys.argv[0] or "") in ("nas", "scaling"):
+def _as_program() -> bool:
+    """Run as a program: `nas`, `scaling`, `python -m nas` or `python -m scaling` (whose argv[0] is
+    the package's __main__.py while it imports this module), `python -m nas.cli`."""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(path)
+    return name in ("nas", "scaling") or (
+        name == "__main__.py" and os.path.basename(os.path.dirname(os.path.abspath(path))) in ("nas", "scaling")
+    )
+
+
+# Only as a program, never when imported by other code.
+if __name__ == "__main__" or _as_program():
     signal.signal(signal.SIGINT, _interrupted_while_starting)
     signal.signal(signal.SIGTERM, _interrupted_while_starting)
 
@@ -32,7 +42,7 @@ from search_space.errors import UserError  # noqa: E402
 from search_space.files import free_space_note, is_disk_full  # noqa: E402
 from search_space.text import printable  # noqa: E402
 
-from .cli_utils import OneLineErrorParser  # noqa: E402
+from .cli_utils import OneLineErrorParser, add_version  # noqa: E402
 
 # Order shown in --help. A command whose module is absent is simply not offered.
 COMMANDS = (
@@ -52,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="nas", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:

@@ -18,6 +18,7 @@ from results.export import select_trials
 from results.run import Run, TrialRecord, load_run
 from search_space.errors import UserError
 from train_proxy import keep as kept
+from train_proxy import proxy_defaults as D
 from train_proxy.checkpoint import SETTINGS, TrainingDir
 from train_proxy.data import DataBundle, load_data
 from train_proxy.trainer import ProxySpec, resolve_device
@@ -30,15 +31,17 @@ RUNTIME_FIELDS = ("threads", "device")
 
 @dataclass(frozen=True)
 class FinalizeOptions:
-    epochs: int = 10
+    """A full training's options (`train_proxy.proxy_defaults`: FULL_EPOCHS, the training batch...)."""
+
+    epochs: int = D.FULL_EPOCHS
     resolution: int | None = None  # default: the run's proxy resolution
     data: str | None = None  # default: the run's data
-    batch_size: int = 64
-    lr: float = 2e-3
-    seed: int = 0
+    batch_size: int = D.BATCH_SIZE
+    lr: float = D.LR
+    seed: int = D.SEED
     drop_path: float | None = None  # None: the config's own rate (a full training)
-    device: str = "auto"
-    precision: str = "auto"
+    device: str = D.DEVICE
+    precision: str = D.PRECISION
 
 
 @dataclass
@@ -58,7 +61,7 @@ def plan(run_path: str | Path, trials: Sequence[int] | None, top: int | None, op
     resolution = options.resolution or s.proxy_resolution
     resolve_device(options.device)
     spec_fields = dict(resolution=resolution, epochs=options.epochs, batch_size=options.batch_size,
-                       data_fraction=1.0, width_multiplier=1.0, seed=options.seed, lr=options.lr, threads=threads,
+                       data_fraction=D.FULL_DATA_FRACTION, width_multiplier=D.FULL_WIDTH, seed=options.seed, lr=options.lr, threads=threads,
                        device=options.device, precision=options.precision, drop_path_rate=options.drop_path)  # fmt: skip
     spec = ProxySpec(**spec_fields)
     bundle = load_data(data, resolution)

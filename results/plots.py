@@ -16,13 +16,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from search_space.attention import attention_styles
 from search_space.blocks import block_types
+from search_space.units import format_macs
 
 from .run import LABELS, TrialRecord
 
 FRONT = "#d62728"
 GREY = "#9a9a9a"
-ATTENTION_HATCH = {"none": "", "se": "//", "eca": ".."}
 DPI = 110
 
 
@@ -49,7 +50,7 @@ def _macs_axis(ax, lo: float | None, hi: float | None) -> None:  # type: ignore[
     ax.set_xscale("log")
     narrow = lo is not None and hi is not None and hi / lo < 30
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e9:.3g} G" if v >= 1e8 else f"{v / 1e6:.3g} M"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_macs(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
@@ -111,7 +112,7 @@ def pareto_figure(
         _draw_zoo(ax, inside)
         outside = [z for z in zoo if z not in inside]
         if outside:
-            xlabel += "\noff the axis: " + ", ".join(f"{z.name} {z.macs / 1e9:.2g} G" for z in outside)
+            xlabel += "\noff the axis: " + ", ".join(f"{z.name} {format_macs(z.macs)}" for z in outside)
     if lo is not None:
         ax.set_xlim(lo, hi)
     ax.set_xlabel(xlabel, fontsize=9)
@@ -222,30 +223,38 @@ def importance_figure(importances: Mapping[str, float], title: str = "", top: in
 
 def block_mix_figure(front: Sequence[TrialRecord], title: str = "") -> Figure:
     """One stacked bar per front member: its stages bottom to top, height = depth (blocks),
-    colour = block type, hatching = channel attention."""
+    colour = block type (`BlockType.colour`), hatching = channel attention (`attention_styles`:
+    each module's own hatch). The legend names the block types and attention modules drawn."""
     members = [t for t in front if t.config is not None]
-    colours = {b.name: b.colour for b in block_types()}  # each block type declares its colour
+    blocks = {b.name: b for b in block_types()}
+    styles = attention_styles()
     fig = Figure(figsize=(max(6.0, 1.0 + 0.7 * len(members)), 4.6))
     ax = fig.add_subplot()
     for i, t in enumerate(members):
         bottom = 0
         for s, stage in enumerate(t.config.stages):  # type: ignore[union-attr]
-            ax.bar(i, stage.depth, bottom=bottom, color=colours.get(stage.block, GREY), edgecolor="white",
-                   hatch=ATTENTION_HATCH.get(stage.channel_attention, ""), width=0.72)  # fmt: skip
+            colour = blocks[stage.block].colour if stage.block in blocks else GREY
+            ax.bar(i, stage.depth, bottom=bottom, color=colour, edgecolor="white",
+                   hatch=styles[stage.channel_attention].hatch, width=0.72)  # fmt: skip
             label = f"S{s + 1}\n{stage.width}" if stage.depth >= 2 else f"S{s + 1}"
             ax.text(i, bottom + stage.depth / 2, label, ha="center", va="center", fontsize=6.5, color="white",
                     fontweight="bold")
             bottom += stage.depth
     ax.set_xticks(range(len(members)))
-    ax.set_xticklabels(
-        [f"#{t.number}\n{(t.macs or 0) / 1e9:.2f}G\n{(t.val_acc or 0):.3f}" for t in members], fontsize=7.5
-    )
+    ax.set_xticklabels([f"#{t.number}\n{format_macs(t.macs)}\n{(t.val_acc or 0):.3f}" for t in members], fontsize=7.5)
     ax.set_ylabel("blocks (stage depths, stage 1 at the bottom)")
     ax.set_xlabel("front members by MACs: trial, MACs, proxy accuracy (labels: stage, width)")
-    handles = [Patch(color=c, label=b) for b, c in colours.items()]
-    handles += [Patch(facecolor="white", edgecolor="black", hatch=h, label=f"{a.upper()} attention")
-                for a, h in ATTENTION_HATCH.items() if h]  # fmt: skip
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(handles=block_mix_legend(members), fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title or "Block types along the front", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def block_mix_legend(members: Sequence[TrialRecord]) -> list[Patch]:
+    """Legend entries of the block-mix figure: every registered block type (its label and colour),
+    then the attention modules the members use (their label and hatch)."""
+    used = {stage.channel_attention for t in members if t.config is not None for stage in t.config.stages}
+    handles = [Patch(color=b.colour, label=b.display_name) for b in block_types()]
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=style.hatch, label=f"{style.label} attention")
+                for name, style in attention_styles().items() if name in used and style.hatch]  # fmt: skip
+    return handles

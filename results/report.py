@@ -33,8 +33,10 @@ from typing import Any, Sequence
 from urllib.parse import quote
 
 from search_space import ArchConfig, analytic_cost, load_zoo, zoo_names
+from search_space.attention import NO_ATTENTION, attention_style
 from search_space.errors import ConfigError, UserError
 from search_space.files import make_dirs, make_output_dir, read_json, write_atomic
+from search_space.units import format_count, format_macs, format_ms
 
 from .pareto import (
     front_hypervolume,
@@ -296,9 +298,9 @@ def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
         ("status", run.display_status),
         ("command", " ".join(run.command) or "-"),
         ("created / updated", f"{run.created or '-'} / {run.updated or '-'}"),
-        ("MAC budget", _macs(s.budget_macs) if s.budget_macs else "-"),
-        ("params limit", _count(s.max_params) if s.max_params else "-"),
-        ("latency limit", f"{s.latency_ms:g} ms on {s.device}" if s.latency_ms else "-"),
+        ("MAC budget", format_macs(s.budget_macs) if s.budget_macs else "-"),
+        ("params limit", format_count(s.max_params) if s.max_params else "-"),
+        ("latency limit", f"{format_ms(s.latency_ms)} on {s.device}" if s.latency_ms else "-"),
         ("objectives / sampler", f"{', '.join(s.objectives)} / {s.sampler or '-'}"),
         ("trials trained / requested", f"{counts['trained']} / {s.trials if s.trials is not None else '?'}"),
         ("counts", ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("total", "trained"))),
@@ -307,9 +309,9 @@ def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
                   f"(fraction {s.data_fraction}), seed {s.seed}, concurrency {s.concurrency}"),  # fmt: skip
         ("space", str(s.space)),
         ("resources", _resources(run.resources)),
-        ("best complete trial", f"#{best.number}: accuracy {best.val_acc:.4f}, {_macs(best.macs)}" if best else "-"),
+        ("best complete trial", f"#{best.number}: accuracy {best.val_acc:.4f}, {format_macs(best.macs)}" if best else "-"),
         ("hypervolume (acc, MACs)", f"{normalized_hypervolume(hv, ref, ('acc', 'macs')):.4f} of the box accuracy "
-                                    f"[0, 1] x MACs [0, {_macs(ref[1])}]; {len(front)} trials on the front"),
+                                    f"[0, 1] x MACs [0, {format_macs(ref[1])}]; {len(front)} trials on the front"),
     ]  # fmt: skip
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<h2>Summary</h2><table class=kv>{body}</table>"
@@ -332,8 +334,8 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
     if not front:
         return "<h2>Pareto front</h2><p class=note>No complete feasible trial yet.</p>"
     links = config_links(run, front)
-    head = ("trial", "accuracy", "best acc.", "MACs", "params", "latency predicted (ms)", "latency measured (ms)",
-            "epochs", "stages", "config")  # fmt: skip
+    head = ("trial", "accuracy", "best acc.", "MACs", "params", "latency predicted", "latency measured", "epochs",
+            "stages", "config")  # fmt: skip
     rows = []
     for t in front:
         stages = (
@@ -346,8 +348,8 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
             if card is not None:
                 link += f' &middot; <a href="{_rel(card, out_dir)}">card</a>'
         cells = [
-            f"#{t.number}", f"{t.val_acc:.4f}", _opt(t.best_val_acc, "{:.4f}"), _macs(t.macs), _count(t.params),
-            _opt(t.latency_ms_predicted, "{:.2f}"), _opt(t.latency_ms_measured, "{:.2f}"),
+            f"#{t.number}", f"{t.val_acc:.4f}", _opt(t.best_val_acc, "{:.4f}"), format_macs(t.macs),
+            format_count(t.params), format_ms(t.latency_ms_predicted), format_ms(t.latency_ms_measured),
             f"{t.fidelity.epochs_trained or '-'}", stages, link,
         ]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -379,14 +381,16 @@ def latency_sources(run: Run) -> str:
 
 
 def _stage_label(stage: Any) -> str:
-    attention = f" {stage.channel_attention}" if stage.channel_attention != "none" else ""
-    return f"{stage.block}&times;{stage.depth} w{stage.width}{attention}"
+    """``van&times;2 w64 SE``: block, depth, width and the channel attention's label (when any)."""
+    none = stage.channel_attention == NO_ATTENTION
+    attention = "" if none else f" {html.escape(attention_style(stage.channel_attention).label)}"
+    return f"{html.escape(stage.block)}&times;{stage.depth} w{stage.width}{attention}"
 
 
 def _zoo_table(zoo: Sequence[ZooPoint]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(z.name)}</td><td>{z.resolution or '-'}</td><td>{_macs(z.macs)}</td>"
-        f"<td>{_count(z.params) if z.params else '-'}</td><td>{_opt(z.val_acc, '{:.4f}')}</td></tr>"
+        f"<tr><td>{html.escape(z.name)}</td><td>{z.resolution or '-'}</td><td>{format_macs(z.macs)}</td>"
+        f"<td>{format_count(z.params) if z.params else '-'}</td><td>{_opt(z.val_acc, '{:.4f}')}</td></tr>"
         for z in zoo
     )
     return (
@@ -446,18 +450,6 @@ window.addEventListener("load", function () {{
 </script>
 </body></html>
 """
-
-
-def _macs(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1e9:.3f} G" if value >= 1e8 else f"{value / 1e6:.1f} M"
-
-
-def _count(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} K"
 
 
 def _opt(value: float | None, fmt: str) -> str:

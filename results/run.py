@@ -31,6 +31,7 @@ from results.run_dir import (
     is_eligible,
     is_feasible,
     is_interrupted,
+    trial_arch_hash,
     trial_status,
 )
 from .settings import RunSettings, SearchSettings
@@ -89,7 +90,7 @@ class TrialRecord:
     choices: Mapping[str, Any]
     constraints: Mapping[str, float]
     config: ArchConfig | None
-    arch_hash: str | None = None
+    arch_hash: str | None = None  # in the current version, whatever the run stored (`run_dir.trial_arch_hash`)
     macs: int | None = None
     params: int | None = None
     latency_ms_predicted: float | None = None
@@ -374,7 +375,7 @@ def trial_record(t: Any, run_path: Path, settings: SearchSettings, measured_ms: 
         choices=dict(t.params),
         constraints=dict(t.constraints),
         config=config,
-        arch_hash=attrs.get("arch_hash"),
+        arch_hash=trial_arch_hash(attrs, config),
         macs=_int(attrs.get("macs")),
         params=_int(attrs.get("params")),
         latency_ms_predicted=_float(attrs.get("latency_ms_predicted")),

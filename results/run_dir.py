@@ -161,13 +161,108 @@ def versions() -> dict[str, str]:
     }
 
 
-def arch_hash(cfg: ArchConfig) -> str:
-    """sha1 of the canonical config YAML without its name and training-only fields: equal
-    architectures, equal hash (and the hashes of runs made before drop_path_rate existed hold)."""
+# -- the architecture hash ---------------------------------------------------------------------------
+# A search trains an architecture once: a candidate whose hash equals a trained (or training)
+# trial's is a duplicate. The hash is versioned, the version written with it:
+#
+#   version 1  (no prefix; 40 hex digits) sha1 of the canonical config YAML without its name and
+#              drop_path_rate: every StageConfig field, knobs the stage's block ignores included
+#   version 2  "v2:" + sha1 of `arch_identity`: the network-level fields and, per stage, only the
+#              fields its block type reads (`BlockType.read_fields`), so two configs that differ
+#              in a knob their block ignores are one architecture
+#
+# Hashes are compared within one run, and a run may hold older versions than the code reading it
+# (written before an upgrade, then resumed or read): compare `trial_arch_hash` of the trials, which
+# recomputes an older-version hash from the trial's stored config. A sampled config leaves every
+# knob its block ignores at its default, so versions 1 and 2 split a run's trials into the same
+# groups. Bump ARCH_HASH_VERSION whenever `arch_identity` changes (a field added, a block type's
+# knobs changed).
+ARCH_HASH_VERSION = 2
+_HASH_PREFIX = "v{}:"
+
+
+def arch_identity(cfg: ArchConfig) -> dict[str, Any]:
+    """What the current architecture hash covers: the config without its name and training-only
+    fields (drop_path_rate), each stage reduced to the fields its block type reads."""
+    from search_space.blocks import get_block
+
     data = cfg.to_dict()
     data.pop("name", None)
     data.pop("drop_path_rate", None)  # a training hyperparameter, not part of the architecture
+    data["stages"] = [
+        {name: raw[name] for name in get_block(stage.block).read_fields()}
+        for stage, raw in zip(cfg.stages, data["stages"])
+    ]
+    return data
+
+
+def arch_hash(cfg: ArchConfig, version: int = ARCH_HASH_VERSION) -> str:
+    """The hash of ``cfg``'s architecture: equal architectures, equal hash (see above).
+
+    Args:
+        cfg: the architecture (its name and drop_path_rate do not count).
+        version: which definition; the current one unless reproducing an older run's strings.
+    """
+    if version == 1:
+        data = cfg.to_dict()
+        data.pop("name", None)
+        data.pop("drop_path_rate", None)
+        return _sha1(data)
+    if version == 2:
+        return _HASH_PREFIX.format(version) + _sha1(arch_identity(cfg))
+    raise ValueError(f"unknown architecture hash version {version!r} (this code writes {ARCH_HASH_VERSION})")
+
+
+def _sha1(data: Any) -> str:
     return hashlib.sha1(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()
+
+
+def arch_hash_version(value: str) -> int | None:
+    """The version a stored hash string was written with (1: no prefix), or None for a string
+    no version writes."""
+    head, sep, digest = str(value).partition(":")
+    if not sep:
+        return 1 if _is_sha1(head) else None
+    if head[:1] == "v" and head[1:].isdigit() and _is_sha1(digest):
+        return int(head[1:])
+    return None
+
+
+def _is_sha1(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
+
+
+def trial_arch_hash(attrs: Mapping[str, Any], config: ArchConfig | None = None) -> str | None:
+    """A trial's architecture hash in the current version, whatever version its run stored: the
+    stored ``arch_hash`` when current, else recomputed from ``config`` (or the stored ``config``
+    attr); the stored string as it is when there is no config to recompute from (None: no hash).
+
+    Args:
+        attrs: the trial's user attrs (``arch_hash``, ``config``), as the search stores them.
+        config: the trial's config when the caller has parsed it already.
+    """
+    stored = attrs.get("arch_hash")
+    if isinstance(stored, str) and arch_hash_version(stored) == ARCH_HASH_VERSION:
+        return stored
+    if config is None and isinstance(attrs.get("config"), Mapping):
+        try:
+            config = ArchConfig.from_dict(attrs["config"], source="stored trial config")
+        except UserError:
+            config = None
+    if config is not None:
+        return arch_hash(config)
+    return stored if isinstance(stored, str) else None
+
+
+def trained_arch_index(trials: Iterable[Any]) -> dict[str, int]:
+    """Current-version architecture hash -> number of the first trial that trained it (or is
+    training it): what a resumed search must not train again. ``trials``: Optuna FrozenTrials."""
+    index: dict[str, int] = {}
+    for t in trials:
+        h = trial_arch_hash(t.user_attrs)
+        if h and counts_as_trained(frozen_status(t), t.user_attrs):
+            index.setdefault(h, t.number)
+    return index
 
 
 # what a run directory holds of its own: no other command's output may land on or inside these

@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run_guarded
-from nas.cli_utils import DATA_HELP, OneLineErrorParser, non_negative_int, positive_int, print_json
+from nas.cli_utils import (DATA_HELP, OneLineErrorParser, add_version, batch_size_arg, fraction_arg, non_negative_int,
+                           positive_int, print_json, width_arg)  # fmt: skip
 from search_space import UserError, resolve_config
 from search_space.blocks import get_block
 from results.run_dir import refuse_run_records
 from search_space.files import write_atomic
 from search_space.text import printable
+from train_proxy import proxy_defaults as D
 
-from .compound import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, Coefficients, Scaled, expand, format_phi
+from .coeffs import DEFAULT_GRID, DEFAULT_MAX_CANDIDATES, DEFAULT_TARGET
+from .compound import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, DEFAULT_TOLERANCE, Coefficients, Scaled, expand,
+                       format_phi)  # fmt: skip
 from .family import build_family, format_table, notes, parse_names, parse_phis, summary_dict, table_rows
 from .source import Base, Provenance, resolve_base
 
@@ -40,7 +44,7 @@ DESCRIPTION = """\
 CMT compound scaling: depth x alpha^phi, width x beta^phi, resolution x gamma^phi, so MACs grow by
 about (alpha * beta^1.5 * gamma^2)^phi (2.35 with the defaults 1.2, 1.3, 1.15; CMT quotes ~2.5).
 Every scaled model is counted: tables show the MACs target beside the actual count, and
---match-macs searches the width multiplier until they agree within 3%.
+--match-macs searches the width multiplier until they agree within --tolerance (3%).
 "FLOPs"/MACs here are multiply-accumulates of convolutions, linear layers and attention products.
 
 """ + BASE_HELP
@@ -53,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="scaling", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -64,13 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trial", type=non_negative_int, metavar="N",
                        help="trial of the run to scale (default: the run's best on its Pareto front, i.e. the "
                        "highest proxy accuracy, ties to fewer MACs)")  # fmt: skip
-        p.add_argument("--alpha", type=_number("alpha"), default=DEFAULT_ALPHA, help="depth coefficient (default 1.2)")
-        p.add_argument("--beta", type=_number("beta"), default=DEFAULT_BETA, help="width coefficient (default 1.3)")
-        p.add_argument("--gamma", type=_number("gamma"), default=DEFAULT_GAMMA, help="resolution coefficient (1.15)")
+        p.add_argument("--alpha", type=_number("alpha"), default=DEFAULT_ALPHA, help=f"depth coefficient (default {DEFAULT_ALPHA:g})")
+        p.add_argument("--beta", type=_number("beta"), default=DEFAULT_BETA, help=f"width coefficient (default {DEFAULT_BETA:g})")
+        p.add_argument("--gamma", type=_number("gamma"), default=DEFAULT_GAMMA, help=f"resolution coefficient (default {DEFAULT_GAMMA:g})")
         p.add_argument("--match-macs", action="store_true",
                        help="search the width multiplier so actual MACs land within --tolerance of the target")  # fmt: skip
-        p.add_argument("--tolerance", type=_fraction, default=0.03,
-                       help="allowed |actual - target| / target with --match-macs (default 0.03)")  # fmt: skip
+        p.add_argument("--tolerance", type=_fraction, default=DEFAULT_TOLERANCE,
+                       help="allowed |actual - target| / target of the MACs with --match-macs "
+                       f"(default {DEFAULT_TOLERANCE:g})")  # fmt: skip
 
     p = sub.add_parser("expand", help="scale one model by phi", description="Scale one model by phi and count it.\n\n"
                        + BASE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -100,24 +106,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--target; each one's phi=1 model is proxy-trained and ranked by validation accuracy.",
     )
     p.add_argument("--config", required=True, metavar="NAME_OR_YAML", help="base model: zoo name or model YAML")
-    p.add_argument("--target", type=_number("target"), default=2.5, help="target constant (default 2.5)")
-    p.add_argument("--grid", help="e.g. alpha=1.1:1.4:0.1,beta=1.1:1.4:0.1,gamma=1.05:1.25:0.05 (the default)")
-    p.add_argument("--tolerance", type=_fraction, default=0.05, help="relative tolerance on the constant (0.05)")
-    p.add_argument("--epochs", type=positive_int, default=1, help="proxy epochs per candidate (default 1)")
-    p.add_argument("--proxy-resolution", type=_proxy_resolution, default=64,
-                   help="proxy resolution of the base model; candidates scale it by their gain (default 64)")  # fmt: skip
-    p.add_argument("--proxy-width", type=_number("proxy width"), default=0.25,
-                   help="width multiplier of the proxy models (default 0.25)")  # fmt: skip
+    p.add_argument("--target", type=_number("target"), default=DEFAULT_TARGET,
+                   help=f"target constant (default {DEFAULT_TARGET:g})")  # fmt: skip
+    p.add_argument("--grid", help=f"e.g. {DEFAULT_GRID} (the default)")
+    p.add_argument("--tolerance", type=_fraction, default=DEFAULT_TOLERANCE,
+                   help="allowed |constant - target| / target, i.e. of the phi=1 MACs growth against the target's "
+                   f"(default {DEFAULT_TOLERANCE:g}, as --match-macs)")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=D.EPOCHS,
+                   help=f"proxy epochs per candidate (default {D.EPOCHS})")  # fmt: skip
+    p.add_argument("--proxy-resolution", type=_proxy_resolution, default=D.COEFFS_RESOLUTION,
+                   help="proxy resolution of the base model; candidates scale it by their gain (default "
+                   f"{D.COEFFS_RESOLUTION}: at {D.RESOLUTION} px no gamma of the default grid would show)")  # fmt: skip
+    p.add_argument("--proxy-width", type=width_arg, default=D.WIDTH,
+                   help=f"width multiplier of the proxy models (default {D.WIDTH:g})")  # fmt: skip
     p.add_argument("--data", help=DATA_HELP)
-    p.add_argument("--data-fraction", type=_number("data fraction"), default=0.5,
-                   help="share of the training data (default 0.5)")  # fmt: skip
-    p.add_argument("--batch-size", type=positive_int, default=32, help="proxy batch size (default 32)")
-    p.add_argument("--max-candidates", type=positive_int, default=4,
-                   help="train at most this many candidates, closest constants first (default 4)")  # fmt: skip
+    p.add_argument("--data-fraction", type=fraction_arg, default=D.DATA_FRACTION,
+                   help=f"share of the training data (default {D.DATA_FRACTION:g})")  # fmt: skip
+    p.add_argument("--batch-size", type=batch_size_arg, default=D.BATCH_SIZE,
+                   help=f"proxy batch size (default {D.BATCH_SIZE})")  # fmt: skip
+    p.add_argument("--max-candidates", type=positive_int, default=DEFAULT_MAX_CANDIDATES,
+                   help=f"train at most this many candidates, closest constants first (default {DEFAULT_MAX_CANDIDATES})")  # fmt: skip
     p.add_argument("--match-macs", action=argparse.BooleanOptionalAction, default=True,
-                   help="match each phi=1 model's widths to its MACs target (within 3%%) before training, so "
-                   "candidates are compared at the compute their constant promises (default: on)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="proxy training seed (default 0)")
+                   help=f"match each phi=1 model's widths to its MACs target (within {100 * DEFAULT_TOLERANCE:g}%%) "
+                   "before training, so candidates are compared at the compute their constant promises (default: on)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=D.SEED, help=f"proxy training seed (default {D.SEED})")
     p.add_argument("--threads", type=positive_int, help="CPU threads for proxy training (default: the trainer's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_coeffs)

@@ -3,9 +3,9 @@
 Candidates are the grid points whose constant alpha*beta^1.5*gamma^2 lies within a tolerance of
 the target (CMT: 2.5). Each candidate's phi=1 model is trained as a proxy and the candidates are
 ranked by proxy validation accuracy. By default each phi=1 model's widths are first matched to
-its MACs target (base x constant, within 3%): applied mechanically, rounding gives one candidate
-up to a third more MACs than another with the same constant, and the proxy would rank compute,
-not how the compute is allocated between depth, width and resolution.
+its MACs target (base x constant, within `scaling`'s MACs tolerance, 3%): applied mechanically,
+rounding gives one candidate up to a third more MACs than another with the same constant, and the
+proxy would rank compute, not how the compute is allocated between depth, width and resolution.
 
 Proxy resolution: the base model would train at ``proxy_resolution``; a candidate trains at that
 times its deploy-resolution gain (scaled resolution / base resolution, e.g. 256/224), rounded to
@@ -27,10 +27,14 @@ from typing import Any, Callable
 from search_space import ArchConfig, UserError
 from search_space.transforms import round_resolution
 
-from .compound import Coefficients, Scaled, expand
+from train_proxy import proxy_defaults as D
+
+from .compound import DEFAULT_TOLERANCE, Coefficients, Scaled, expand
 from .family import format_table
 
 DEFAULT_GRID = "alpha=1.1:1.4:0.1,beta=1.1:1.4:0.1,gamma=1.05:1.25:0.05"
+DEFAULT_TARGET = 2.5  # CMT's quoted constant
+DEFAULT_MAX_CANDIDATES = 4
 MAX_GRID_POINTS = 100_000
 _RANGE = re.compile(r"^\s*([0-9.eE+-]+)\s*(?::\s*([0-9.eE+-]+)\s*:\s*([0-9.eE+-]+))?\s*$")
 
@@ -200,30 +204,37 @@ def proxy_resolution_for(base: ArchConfig, scaled: ArchConfig, proxy_resolution:
 def search_coefficients(
     base: ArchConfig,
     *,
-    target: float = 2.5,
+    target: float = DEFAULT_TARGET,
     grid: Grid | None = None,
-    tolerance: float = 0.05,
-    epochs: int = 1,
-    proxy_resolution: int = 64,
-    proxy_width: float = 0.25,
+    tolerance: float = DEFAULT_TOLERANCE,
+    epochs: int = D.EPOCHS,
+    proxy_resolution: int = D.COEFFS_RESOLUTION,
+    proxy_width: float = D.WIDTH,
     data: str = "digits",
-    data_fraction: float = 0.5,
-    batch_size: int = 32,
-    max_candidates: int = 4,
-    seed: int = 0,
+    data_fraction: float = D.DATA_FRACTION,
+    batch_size: int = D.BATCH_SIZE,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    seed: int = D.SEED,
     threads: int | None = None,
     match_macs: bool = True,
     on_result: Callable[[CandidateResult], None] | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> CoeffsReport:
+    """Train the phi=1 model of the ``max_candidates`` grid points closest to ``target`` as proxies
+    and rank them. The proxy is the default proxy (`train_proxy.proxy_defaults`) at
+    ``COEFFS_RESOLUTION``. ``tolerance`` defaults to `scaling`'s one MACs tolerance: the constant
+    is the phi=1 MACs growth, so it bounds that growth against the target's as --match-macs bounds
+    a model's MACs against its target (each phi=1 model is matched within the default)."""
     if not math.isfinite(target) or target <= 1:
         raise UserError(f"--target must be a number > 1, got {target:g}")
     if not 0 < tolerance < 1:
         raise UserError(f"--tolerance must be in (0, 1), got {tolerance:g}")
-    if not 0 < proxy_width <= 4:
-        raise UserError(f"--proxy-width must be in (0, 4], got {proxy_width:g}")
-    if not 0 < data_fraction <= 1:
-        raise UserError(f"--data-fraction must be in (0, 1], got {data_fraction:g}")
+    why = D.width_problem(proxy_width)
+    if why:
+        raise UserError(f"--proxy-width {why}, got {proxy_width:g}")
+    why = D.fraction_problem(data_fraction)
+    if why:
+        raise UserError(f"--data-fraction {why}, got {data_fraction:g}")
     grid = grid or parse_grid(None)
     eligible = candidates(grid, target, tolerance)
     chosen = eligible[:max_candidates]
@@ -250,8 +261,7 @@ def search_coefficients(
             width_multiplier=proxy_width,
             seed=seed,
             threads=threads,
-            warmup_epochs=min(1.0, 0.3 * epochs),  # a 1-epoch proxy still gets a short warm-up, then decays
-        )
+        )  # the warm-up follows the one rule (proxy_defaults.warmup_epochs)
         trained = train_proxy(s.config, spec, data_cache[res])
         result.status = trained.status
         result.val_acc = trained.val_acc

@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from nas.units import format_macs
-from search_space.text import printable
 from search_space import ArchConfig, Cost, StageConfig, UserError, analytic_cost
-from search_space.blocks import get_block
+from search_space.blocks import block_types, get_block
+from search_space.config import KNOB_FIELDS, field_label
+from search_space.text import printable
+from search_space.units import format_count, format_macs
 from search_space.transforms import round_depth, round_resolution, scale_widths, width_divisor
 
 DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA = 1.2, 1.3, 1.15
@@ -76,9 +77,8 @@ class KVChange:
     knob: str = "kv_reduction"
 
     def describe(self) -> str:
-        label = "K/V reduction" if self.knob == "kv_reduction" else self.knob
         return (
-            f"stage{self.stage}: {label} {self.old} does not divide the {self.feature_size}x"
+            f"stage{self.stage}: {field_label(self.knob)} {self.old} does not divide the {self.feature_size}x"
             f"{self.feature_size} feature map, used {self.new}"
         )
 
@@ -110,8 +110,8 @@ class Scaled:
         lines = [
             f"# {printable(self.config.name)}: {printable(self.base.name)} compound-scaled with phi={format_phi(self.phi)}, alpha={c.alpha:g}, "
             f"beta={c.beta:g}, gamma={c.gamma:g} (alpha*beta^1.5*gamma^2 = {c.constant:.3f}).",
-            f"# MACs (\"FLOPs\"): {self.cost.macs / 1e9:.4f} G against the target {self.target_macs / 1e9:.4f} G "
-            f"({100 * self.deviation:+.1f}%); params {self.cost.params / 1e6:.2f} M.",
+            f"# MACs (\"FLOPs\"): {format_macs(self.cost.macs)} against the target {format_macs(self.target_macs)} "
+            f"({100 * self.deviation:+.1f}%); params {format_count(self.cost.params)}.",
         ]
         if self.matched:
             lines.append(
@@ -133,7 +133,7 @@ class Scaled:
             "depths": [s.depth for s in self.config.stages],
             "base_widths": [s.width for s in self.base.stages],
             "widths": [s.width for s in self.config.stages],
-            "heads": [s.heads for s in self.config.stages],
+            "heads": read_values(self.config, "heads"),  # null for a stage whose block reads no heads
             "base_stem_channels": self.base.stem.channels,
             "stem_channels": self.config.stem.channels,
             "base_params": self.base_cost.params,
@@ -148,6 +148,33 @@ class Scaled:
             "kv_changes": [vars(c) for c in self.kv_changes],
             "drop_path_rate": self.config.drop_path_rate,
         }
+
+
+def read_values(cfg: ArchConfig, knob: str) -> list:
+    """``knob`` of every stage of ``cfg``, None where the stage's block type does not read it."""
+    return [getattr(stage, knob) if knob in get_block(stage.block).knobs else None for stage in cfg.stages]
+
+
+def structural_knobs() -> tuple[str, ...]:
+    """The knobs that tie a block's width or feature map (`BlockType.divides_width`,
+    ``divides_feature_map``: heads, K/V reduction), which scaling keeps or repairs."""
+    tied = {knob for bt in block_types() for knob in (*bt.divides_width, *bt.divides_feature_map)}
+    return tuple(knob for knob in KNOB_FIELDS if knob in tied)
+
+
+def knob_rows(base: ArchConfig, cfg: ArchConfig) -> list[list[str]]:
+    """Rows ``[label, base values, scaled values]`` of a base-vs-scaled table, one per structural
+    knob (`structural_knobs`) that some stage's block reads; "-" for a stage whose block ignores it
+    (no heads row for a VAN-only model, VAN's stages show "-" in a hybrid's)."""
+
+    def listing(config: ArchConfig, knob: str) -> str:
+        return ",".join("-" if v is None else str(v) for v in read_values(config, knob))
+
+    return [
+        [field_label(knob), listing(base, knob), listing(cfg, knob)]
+        for knob in structural_knobs()
+        if any(v is not None for v in read_values(base, knob) + read_values(cfg, knob))
+    ]
 
 
 def format_phi(phi: float) -> str:

@@ -17,6 +17,7 @@ from search_space import ArchConfig, Cost, UserError, analytic_cost, resolve_con
 from results.run_dir import refuse_run_records
 from search_space.files import make_output_dir, write_atomic
 from search_space.text import markdown
+from search_space.units import format_count, format_macs
 
 from .compound import Coefficients, Scaled, check_phi, expand, format_phi
 
@@ -245,9 +246,9 @@ def table_rows(members: Sequence[Member]) -> tuple[list[str], list[list[str]]]:
             ",".join(str(x.depth) for x in s.config.stages),
             ",".join(str(x.width) for x in s.config.stages),
             str(s.config.stem.channels) if s.config.stem.kind == "conv3" else "-",
-            f"{s.cost.params / 1e6:.2f} M",
-            f"{s.target_macs / 1e9:.3f} G",
-            f"{s.cost.macs / 1e9:.3f} G",
+            format_count(s.cost.params),
+            format_macs(s.target_macs),
+            format_macs(s.cost.macs),
             f"{100 * s.deviation:+.1f}%",
         ]
         if matched:
@@ -262,7 +263,7 @@ def table_rows(members: Sequence[Member]) -> tuple[list[str], list[list[str]]]:
                     str(z.resolution),
                     ",".join(map(str, z.depths)),
                     ",".join(map(str, z.widths)),
-                    f"{z.cost.macs / 1e9:.3f} G",
+                    format_macs(z.cost.macs),
                     f"{100 * (s.cost.macs / z.cost.macs - 1):+.1f}%",
                 ]
             )
@@ -274,8 +275,8 @@ def notes(members: Sequence[Member]) -> list[str]:
     first = members[0].scaled
     c = first.coefficients
     lines = [
-        f"Base {first.base.name}: {first.base_cost.params / 1e6:.2f} M params, {first.base_cost.macs / 1e9:.3f} G MACs "
-        f"at {first.base.resolution} px.",
+        f"Base {first.base.name}: {format_count(first.base_cost.params)} params, "
+        f"{format_macs(first.base_cost.macs)} MACs at {first.base.resolution} px.",
         f"alpha={c.alpha:g}, beta={c.beta:g}, gamma={c.gamma:g}: MACs target = base x {c.constant:.3f}^phi "
         f"(alpha*beta^1.5*gamma^2 = {c.constant:.3f}).",
         "MACs are multiply-accumulates (the papers' \"FLOPs\"); dev = (actual - target) / target.",

@@ -23,7 +23,7 @@ fi
 echo "INFO $("$PY" -c 'import torch; p=torch.cuda.get_device_properties(0); print(f"{p.name}, {p.total_memory/2**30:.0f} GiB, capability {p.major}.{p.minor}, torch {torch.__version__}, CUDA {torch.version.cuda}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}")')"
 
 # 1 + 4: train and keep a small model on the GPU, then reload it
-if nas train van_b0 --data digits --epochs 2 --resolution 32 --width-mult 0.5 --device cuda \
+if nas train van_b0 --data digits --epochs 2 --proxy-resolution 32 --proxy-width 0.5 --device cuda \
      --no-progress --save "$WORK/trained" --json >"$WORK/train.json" 2>"$WORK/train.err"; then
   line "$("$PY" - "$WORK/train.json" <<'EOF'
 import json, sys
@@ -58,7 +58,7 @@ fi
 
 # 2: CUDA latency
 for batch in 1 32; do
-  if nas latency cmt_ti --device cuda --batch-size "$batch" --json >"$WORK/latency$batch.json" 2>"$WORK/latency.err"; then
+  if nas latency cmt_ti --latency-device cuda --latency-batch-size "$batch" --json >"$WORK/latency$batch.json" 2>"$WORK/latency.err"; then
     line "$("$PY" - "$WORK/latency$batch.json" "$batch" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))

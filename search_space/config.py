@@ -26,7 +26,7 @@ embed_stride           1..32          powers of 2; the network's total stride is
 heads                  1..1,024       CMT-B: 8; ACmix-T: 16
 kv_reduction           1..512         CMT: 8; a divisor of a feature side (<= 2048 / 4)
 lka_kernel, lka_dilated_kernel, attn_kernel, conv_kernel
-                       1..63 (odd)    VAN: 5 and 7; ACmix: 7 and 3; the largest published
+                       1..63          VAN: 5 and 7; ACmix: 7 and 3; the largest published
                                       dense kernels are 31 (RepLKNet) and 51 (SLaK)
 lka_dilation           1..64          VAN: 3
 head.dropout, drop_path_rate  [0, 1)  rates
@@ -36,8 +36,15 @@ These are backstops that hold for every stage, whatever its block reads. A block
 narrow the bound of a knob it reads, in its own file, where it declares the knob
 (``BlockType.limits``: ACmix keeps ``attn_kernel`` <= 31, as its window attention loops over
 k x k shifted views, and ``conv_kernel`` <= 15, as its shift convolution holds width x k^4
-weights); the effective bound of a stage's field is `BlockType.limit`. ``channel_attention`` is a name of the
-attention registry, not a size: the modules' sizes follow from the stage width.
+weights); the effective bound of a stage's field is `BlockType.limit`. Every other rule of a knob's
+value is the block family's too, declared in its file (``BlockType.odd``: VAN's and ACmix's kernels
+are centred, so odd; ``divides_width``, ``divides_feature_map``, ``check``): this module knows no
+block type. ``channel_attention`` is a name of the attention registry, not a size: the modules'
+sizes follow from the stage width.
+
+Stage fields. `COMMON_STAGE_FIELDS` (what every block reads, and what the network's downsampling
+style sets, `DOWNSAMPLING_FIELDS`) is the one list of them; every other `StageConfig` field is a
+block knob (`KNOB_FIELDS`), read only by the block types that declare it.
 """
 
 from __future__ import annotations
@@ -46,12 +53,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
 from .errors import ConfigError
 from .yaml_io import load_yaml, read_text_file
+
+if TYPE_CHECKING:
+    from .blocks.registry import BlockType
 
 MAX_RESOLUTION = 2048  # also the bound of every --resolution flag (nas/cli_utils.py)
 
@@ -112,7 +122,6 @@ LIMITS: dict[str, Limit] = {
     "attn_kernel": Limit(1, 63, "ACmix uses 7; " + _KERNEL_WHY),
     "conv_kernel": Limit(1, 63, "ACmix uses 3; " + _KERNEL_WHY),
 }
-ODD_KNOBS = ("lka_kernel", "lka_dilated_kernel", "attn_kernel", "conv_kernel")  # centred kernels
 
 STEM_KINDS = ("none", "conv3")  # none: the first patch embed reads the image (VAN)
 HEAD_KINDS = ("linear", "conv_bn_act")  # VAN: pool -> fc; CMT: 1x1 conv -> BN -> swish -> pool -> fc
@@ -166,6 +175,27 @@ class StageConfig:
     def hidden(self) -> int:
         """FFN hidden width, ``int(width * mlp_ratio)`` as the reference code computes it."""
         return int(self.width * self.mlp_ratio)
+
+
+# The one list of the stage fields that are not block knobs: what every block reads, and what the
+# network's downsampling style sets (the patch embedding and the stage-end norm: `SearchSpace`
+# sets them for the whole network). Every other StageConfig field is a block knob, read only by the
+# block types that declare it in `BlockType.knobs` (search_space/blocks/registry.py).
+DOWNSAMPLING_FIELDS = ("embed_kernel", "embed_stride", "embed_norm", "out_norm")
+COMMON_STAGE_FIELDS = ("block", "depth", "width", "mlp_ratio", "channel_attention", *DOWNSAMPLING_FIELDS)
+STAGE_FIELDS = tuple(f.name for f in fields(StageConfig))  # declaration order
+# names for people where the field's own name does not read well (tables, notes)
+_FIELD_LABELS = {"kv_reduction": "K/V reduction", "mlp_ratio": "MLP ratio", "channel_attention": "channel attn."}
+
+
+def field_label(name: str) -> str:
+    """A StageConfig field's name for people: ``kv_reduction`` -> ``K/V reduction``."""
+    return _FIELD_LABELS.get(name, name)
+
+
+KNOB_FIELDS = tuple(name for name in STAGE_FIELDS if name not in COMMON_STAGE_FIELDS)
+if set(COMMON_STAGE_FIELDS) - set(STAGE_FIELDS):
+    raise RuntimeError("search_space.config.COMMON_STAGE_FIELDS names a field StageConfig does not have")
 
 
 @dataclass(frozen=True)
@@ -264,87 +294,116 @@ class ArchConfig:
     # -- validation -------------------------------------------------------------------
     def validate(self, source: str = "config") -> None:
         """Every rule, bounds first: nothing is built, counted or walked until every size is
-        within `LIMITS` (and the stage's block family's own bounds)."""
-        from .blocks.registry import block_names, get_block  # late import: blocks import this module
+        within `LIMITS` (and the stage's block family's own bounds). Raises `ConfigError`
+        ``"<source>: <problem>"`` naming the first problem found.
 
-        def fail(msg: str) -> None:
-            raise ConfigError(f"{source}: {msg}")
-
-        def bound(name: str, value: Any, limit: Limit | None = None, who: str = "") -> None:
-            problem = (limit or LIMITS[name]).problem(name, value, who)
-            if problem:
-                fail(problem)
-
+        Args:
+            source: where the config came from (a file name), the head of the message.
+        """
         _check_types(self, source)
+        problem = (
+            self._network_problem()
+            or self._stem_and_head_problem()
+            or self._stages_problem()
+            or self._geometry_problem()
+        )
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
+
+    def _network_problem(self) -> str | None:
+        """The network's own scalars: name, resolution, classes, input channels, stochastic depth."""
         if not isinstance(self.name, str) or not self.name:
-            fail("name must be a non-empty string")
+            return "name must be a non-empty string"
         if self.resolution < 32 or self.resolution % 32:
-            fail(f"resolution {_shown(self.resolution)} is not a positive multiple of 32")
-        bound("resolution", self.resolution)
-        if self.num_classes < 1:
-            fail(f"num_classes must be >= 1, got {_shown(self.num_classes)}")
-        bound("num_classes", self.num_classes)
-        if self.in_channels < 1:
-            fail(f"in_channels must be >= 1, got {_shown(self.in_channels)}")
-        bound("in_channels", self.in_channels)
-        if self.stem.kind not in STEM_KINDS:
-            fail(f"unknown stem kind '{self.stem.kind}' (choose from {', '.join(STEM_KINDS)})")
-        if self.stem.kind == "conv3" and self.stem.channels < 1:
-            fail(f"stem channels must be >= 1, got {_shown(self.stem.channels)}")
-        bound("stem.channels", self.stem.channels)
-        if self.head.kind not in HEAD_KINDS:
-            fail(f"unknown head kind '{self.head.kind}' (choose from {', '.join(HEAD_KINDS)})")
-        if self.head.kind == "conv_bn_act" and self.head.fc_dim < 1:
-            fail(f"head kind conv_bn_act needs fc_dim >= 1, got {_shown(self.head.fc_dim)}")
-        bound("head.fc_dim", self.head.fc_dim)
-        if not 0.0 <= self.head.dropout < 1.0:  # also refuses nan
-            fail(f"head dropout must be in [0, 1), got {_shown(self.head.dropout)}")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            fail(f"drop_path_rate must be in [0, 1), got {_shown(self.drop_path_rate)}")
-        for i, stage in enumerate(self.stages):  # every stage's sizes, before any geometry
-            at = f"stages[{i}]"
-            if stage.block not in block_names():
-                fail(f"{at}: unknown block type '{stage.block}' (choose from {', '.join(block_names())})")
-            block_type = get_block(stage.block)
-            for name in ("depth", "width"):
-                if getattr(stage, name) < 1:
-                    fail(f"{at}: {name} must be >= 1, got {_shown(getattr(stage, name))}")
-            if stage.embed_stride < 1 or stage.embed_stride & (stage.embed_stride - 1):
-                fail(f"{at}: embed_stride must be a power of 2, got {_shown(stage.embed_stride)}")
-            if stage.heads < 1:
-                fail(f"{at}: heads must be >= 1, got {_shown(stage.heads)}")
-            for knob in ODD_KNOBS:
-                k = getattr(stage, knob)
-                if k < 1 or k % 2 == 0:
-                    fail(f"{at}: {knob} must be a positive odd number, got {_shown(k)}")
-            for name in _STAGE_BOUNDED:  # the table's bounds, or the block family's own
-                limit, who = block_type.limit(name)
-                problem = limit.problem(name, getattr(stage, name), who)
-                if problem:
-                    fail(f"{at}: {problem}")
-            if stage.hidden < 1:
-                fail(f"{at}: mlp_ratio {stage.mlp_ratio} gives a hidden width of 0 at width {stage.width}; "
-                     "it must give a hidden width >= 1")  # fmt: skip
-            if stage.embed_kernel < stage.embed_stride:
-                fail(f"{at}: embed_kernel {stage.embed_kernel} is smaller than embed_stride {stage.embed_stride}")
-            if stage.embed_norm not in EMBED_NORMS:
-                fail(f"{at}: unknown embed_norm '{stage.embed_norm}' (choose from {', '.join(EMBED_NORMS)})")
-            if stage.out_norm not in OUT_NORMS:
-                fail(f"{at}: unknown out_norm '{stage.out_norm}' (choose from {', '.join(OUT_NORMS)})")
-            if stage.channel_attention not in channel_attentions():
-                fail(
-                    f"{at}: unknown channel_attention '{stage.channel_attention}' "
-                    f"(choose from {', '.join(channel_attentions())})"
-                )
-        if 32 % self.total_stride:
-            fail(f"total downsampling {self.total_stride} must divide 32 (strides are powers of 2)")
-        for i, (stage, size) in enumerate(zip(self.stages, self.feature_sizes())):
-            at = f"stages[{i}]"
-            if size < 1:
-                fail(f"{at}: feature map vanishes at resolution {self.resolution}")
-            problem = get_block(stage.block).problem(stage, size, self.resolution)  # the block's own rules
+            return f"resolution {_shown(self.resolution)} is not a positive multiple of 32"
+        for name in ("resolution", "num_classes", "in_channels"):
+            problem = LIMITS[name].problem(name, getattr(self, name))
             if problem:
-                fail(f"{at}: {problem}")
+                return problem
+        if not 0.0 <= self.drop_path_rate < 1.0:  # also refuses nan
+            return f"drop_path_rate must be in [0, 1), got {_shown(self.drop_path_rate)}"
+        return None
+
+    def _stem_and_head_problem(self) -> str | None:
+        """The stem's and the head's kinds and sizes."""
+        stem, head = self.stem, self.head
+        if stem.kind not in STEM_KINDS:
+            return f"unknown stem kind '{stem.kind}' (choose from {', '.join(STEM_KINDS)})"
+        if stem.kind == "conv3" and stem.channels < 1:
+            return f"stem channels must be >= 1, got {_shown(stem.channels)}"
+        if head.kind not in HEAD_KINDS:
+            return f"unknown head kind '{head.kind}' (choose from {', '.join(HEAD_KINDS)})"
+        if head.kind == "conv_bn_act" and head.fc_dim < 1:
+            return f"head kind conv_bn_act needs fc_dim >= 1, got {_shown(head.fc_dim)}"
+        if not 0.0 <= head.dropout < 1.0:  # also refuses nan
+            return f"head dropout must be in [0, 1), got {_shown(head.dropout)}"
+        return LIMITS["stem.channels"].problem("stem.channels", stem.channels) or LIMITS["head.fc_dim"].problem(
+            "head.fc_dim", head.fc_dim
+        )
+
+    def _stages_problem(self) -> str | None:
+        """Each stage on its own, in order (`_stage_problem`)."""
+        for i, stage in enumerate(self.stages):
+            problem = _stage_problem(stage, f"stages[{i}]")
+            if problem:
+                return problem
+        return None
+
+    def _geometry_problem(self) -> str | None:
+        """What needs the feature maps (every size is within bounds by now): the total stride, the
+        maps themselves, and each block type's own rules on its stage (`BlockType.problem`)."""
+        from .blocks.registry import get_block  # late import: blocks import this module
+
+        if 32 % self.total_stride:
+            return f"total downsampling {self.total_stride} must divide 32 (strides are powers of 2)"
+        for i, (stage, size) in enumerate(zip(self.stages, self.feature_sizes())):
+            if size < 1:
+                return f"stages[{i}]: feature map vanishes at resolution {self.resolution}"
+            problem = get_block(stage.block).problem(stage, size, self.resolution)
+            if problem:
+                return f"stages[{i}]: {problem}"
+        return None
+
+
+def _stage_problem(stage: StageConfig, at: str) -> str | None:
+    """The first problem of one stage on its own (no geometry): its names, then its sizes against
+    the bounds (`LIMITS`, or its block family's own), then its block family's knob rules."""
+    from .blocks.registry import block_names, get_block  # late import: blocks import this module
+
+    if stage.block not in block_names():
+        return f"{at}: unknown block type '{stage.block}' (choose from {', '.join(block_names())})"
+    block_type = get_block(stage.block)
+    problem = _stage_names_problem(stage) or _stage_sizes_problem(stage, block_type) or block_type.knob_problem(stage)
+    return f"{at}: {problem}" if problem else None
+
+
+def _stage_names_problem(stage: StageConfig) -> str | None:
+    """The stage's categorical fields (the block type is checked first, by `_stage_problem`)."""
+    if stage.embed_norm not in EMBED_NORMS:
+        return f"unknown embed_norm '{stage.embed_norm}' (choose from {', '.join(EMBED_NORMS)})"
+    if stage.out_norm not in OUT_NORMS:
+        return f"unknown out_norm '{stage.out_norm}' (choose from {', '.join(OUT_NORMS)})"
+    if stage.channel_attention not in channel_attentions():
+        return f"unknown channel_attention '{stage.channel_attention}' (choose from {', '.join(channel_attentions())})"
+    return None
+
+
+def _stage_sizes_problem(stage: StageConfig, block_type: "BlockType") -> str | None:
+    """Every numeric field against its bound (the backstop, or ``block_type``'s own for a knob it
+    reads: `BlockType.limit`), and the rules that tie the stage's sizes together."""
+    if stage.embed_stride < 1 or stage.embed_stride & (stage.embed_stride - 1):
+        return f"embed_stride must be a power of 2, got {_shown(stage.embed_stride)}"
+    for name in _STAGE_BOUNDED:
+        limit, who = block_type.limit(name)
+        problem = limit.problem(name, getattr(stage, name), who)
+        if problem:
+            return problem
+    if stage.embed_kernel < stage.embed_stride:
+        return f"embed_kernel {stage.embed_kernel} is smaller than embed_stride {stage.embed_stride}"
+    if stage.hidden < 1:
+        return (f"mlp_ratio {stage.mlp_ratio} gives a hidden width of 0 at width {stage.width}; "
+                "it must give a hidden width >= 1")  # fmt: skip
+    return None
 
 
 def _embed_out(size: int, kernel: int, stride: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -22,15 +22,49 @@ from typing import Any, Mapping, Protocol, Sequence
 import yaml
 
 from .blocks.registry import block_names, get_block
-from .config import LIMITS, ArchConfig, HeadConfig, StageConfig, StemConfig, _shown
+from .config import DOWNSAMPLING_FIELDS, LIMITS, STAGE_FIELDS, ArchConfig, HeadConfig, StageConfig, StemConfig, _shown
 from .cost import Cost
 from .errors import ConfigError
 from .yaml_io import load_yaml_file
 
-DOWNSAMPLING = ("cmt", "van")  # stem and patch-embedding style, set for the whole network
-SET_BY_DOWNSAMPLING = ("embed_kernel", "embed_stride", "embed_norm", "out_norm")
+
+@dataclass(frozen=True)
+class Downsampling:
+    """A stem and patch-embedding style, set for the whole network (the space's ``downsampling``),
+    named after the family whose published models use it.
+
+    Args:
+        conv_stem: a ``conv3`` stem (stride 2) before stage 1, with the space's ``stem_channels``;
+            else none, and stage 1's patch embedding reads the image.
+        first_embed: (kernel, stride) of stage 1's patch embedding.
+        embed: (kernel, stride) of the other stages' patch embeddings.
+        embed_norm: the patch embeddings' norm.
+        out_norm: the norm at the end of every stage.
+    """
+
+    conv_stem: bool
+    first_embed: tuple[int, int]
+    embed: tuple[int, int]
+    embed_norm: str
+    out_norm: str
+
+    def stage_fields(self, index: int) -> dict[str, Any]:
+        """The `DOWNSAMPLING_FIELDS` of stage ``index``."""
+        kernel, stride = self.first_embed if index == 0 else self.embed
+        return dict(embed_kernel=kernel, embed_stride=stride, embed_norm=self.embed_norm, out_norm=self.out_norm)
+
+    def stem(self, channels: int) -> StemConfig:
+        return StemConfig("conv3", channels) if self.conv_stem else StemConfig("none", 0)
+
+
+DOWNSAMPLING_STYLES = {
+    "cmt": Downsampling(conv_stem=True, first_embed=(2, 2), embed=(2, 2), embed_norm="ln", out_norm="none"),
+    "van": Downsampling(conv_stem=False, first_embed=(7, 4), embed=(3, 2), embed_norm="bn", out_norm="ln"),
+}
+DOWNSAMPLING = tuple(sorted(DOWNSAMPLING_STYLES))  # the choices of the space's ``downsampling``
+SET_BY_DOWNSAMPLING = DOWNSAMPLING_FIELDS  # search_space.config's one list of them
 # every other StageConfig field may be a knob; which block types read which is theirs to say
-STAGE_KNOBS = tuple(f.name for f in fields(StageConfig) if f.name not in SET_BY_DOWNSAMPLING)
+STAGE_KNOBS = tuple(name for name in STAGE_FIELDS if name not in SET_BY_DOWNSAMPLING)
 TOP_KNOBS = ("downsampling", "stem_channels", "head_fc_dim")
 _TOP_LIMITS = {"stem_channels": "stem.channels", "head_fc_dim": "head.fc_dim"}  # their bounds in LIMITS
 _KNOB_TYPES: dict[str, type] = {f.name: {"int": int, "float": float}.get(str(f.type), str) for f in fields(StageConfig)}
@@ -170,8 +204,8 @@ class SearchSpace:
     # -- sampling ---------------------------------------------------------------------
     def suggest(self, chooser: Chooser, num_classes: int | None = None) -> ArchConfig:
         """Define-by-run: ask ``chooser`` (an Optuna trial or RandomChooser) for every choice."""
-        down = self.top["downsampling"].suggest(chooser, "downsampling")
-        stem_channels = self.top["stem_channels"].suggest(chooser, "stem_channels") if down == "cmt" else 0
+        style = DOWNSAMPLING_STYLES[self.top["downsampling"].suggest(chooser, "downsampling")]
+        stem_channels = self.top["stem_channels"].suggest(chooser, "stem_channels") if style.conv_stem else 0
         fc_dim = self.top["head_fc_dim"].suggest(chooser, "head_fc_dim")
         stages = []
         for i, knobs in enumerate(self.stages):
@@ -185,12 +219,12 @@ class SearchSpace:
                 values[key] = knob.suggest(chooser, prefix + key)
             if "mlp_ratio" in values:
                 values["mlp_ratio"] = float(values["mlp_ratio"])
-            stages.append(StageConfig(**values, **_embedding(down, i), out_norm="ln" if down == "van" else "none"))
+            stages.append(StageConfig(**values, **style.stage_fields(i)))
         cfg = ArchConfig(
             name="sample",
             resolution=self.resolution,
             num_classes=num_classes or self.num_classes,
-            stem=StemConfig("conv3", stem_channels) if down == "cmt" else StemConfig("none", 0),
+            stem=style.stem(stem_channels),
             stages=tuple(stages),
             head=HeadConfig("conv_bn_act", fc_dim, 0.0) if fc_dim else HeadConfig("linear", 0, 0.0),
         )
@@ -282,7 +316,8 @@ class SearchSpace:
             raise ValueError(f"smallest(by={by!r}): choose 'macs' or 'params'")
         best: tuple[ArchConfig, Cost] | None = None
         for down in self.top["downsampling"].values():
-            stem_channels = min(self.top["stem_channels"].values()) if down == "cmt" else 0
+            style = DOWNSAMPLING_STYLES[down]
+            stem_channels = min(self.top["stem_channels"].values()) if style.conv_stem else 0
             fc_dim = min(self.top["head_fc_dim"].values())
             stages: list[StageConfig] = []
             for i, options in enumerate(self.corner("min")):
@@ -291,14 +326,14 @@ class SearchSpace:
                     block_type = get_block(values["block"])
                     values = {k: v for k, v in values.items() if block_type.reads(k)}
                     values["mlp_ratio"] = float(values.get("mlp_ratio", 4.0))
-                    candidates.append(StageConfig(**values, **_embedding(down, i)))
+                    candidates.append(StageConfig(**values, **style.stage_fields(i)))
                 stages.append(min(candidates, key=lambda s: getattr(_stage_cost(s, i, self.resolution), by)))
             cfg = ArchConfig(
                 name="smallest",
                 resolution=self.resolution,
                 num_classes=self.num_classes,
-                stem=StemConfig("conv3", stem_channels) if down == "cmt" else StemConfig("none", 0),
-                stages=tuple(s if down != "van" else replace(s, out_norm="ln") for s in stages),
+                stem=style.stem(stem_channels),
+                stages=tuple(stages),
                 head=HeadConfig("conv_bn_act", fc_dim, 0.0) if fc_dim else HeadConfig("linear", 0, 0.0),
             )
             cfg.validate("smallest architecture of the space")
@@ -345,10 +380,3 @@ def _stage_cost(stage: StageConfig, index: int, resolution: int) -> Cost:
     block_type = get_block(stage.block)
     size = resolution // (4 * 2**index)
     return block_type.cost(stage, size) * stage.depth + block_type.shared_cost(stage, size)
-
-
-def _embedding(downsampling: str, index: int) -> dict[str, Any]:
-    """Patch embedding of stage ``index`` in each family's style."""
-    if downsampling == "van":
-        return {"embed_kernel": 7 if index == 0 else 3, "embed_stride": 4 if index == 0 else 2, "embed_norm": "bn"}
-    return {"embed_kernel": 2, "embed_stride": 2, "embed_norm": "ln"}

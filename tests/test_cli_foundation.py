@@ -42,9 +42,9 @@ def test_profile_human_output_says_macs(capsys):
 
 
 def test_sample_is_deterministic(tmp_path, capsys):
-    assert main(["sample", "--n", "4", "--seed", "7", "--out", str(tmp_path / "a")]) == 0
-    assert main(["sample", "--n", "4", "--seed", "7", "--out", str(tmp_path / "b")]) == 0
-    assert main(["sample", "--n", "4", "--seed", "8", "--out", str(tmp_path / "c")]) == 0
+    assert main(["sample", "--trials", "4", "--seed", "7", "--out", str(tmp_path / "a")]) == 0
+    assert main(["sample", "--trials", "4", "--seed", "7", "--out", str(tmp_path / "b")]) == 0
+    assert main(["sample", "--trials", "4", "--seed", "8", "--out", str(tmp_path / "c")]) == 0
     a = sorted((tmp_path / "a").iterdir())
     assert [p.name for p in a] == [f"sample_{i:03d}.yaml" for i in range(4)]
     assert [p.read_text() for p in a] == [p.read_text() for p in sorted((tmp_path / "b").iterdir())]
@@ -60,8 +60,8 @@ def test_sample_is_deterministic(tmp_path, capsys):
         (["profile", "missing.yaml"], "no such file"),
         (["profile", "cmt_s", "--resolution", "100"], "not a multiple of 32"),
         (["profile", "cmt_s", "--resolution", "abc"], "not an integer"),
-        (["sample", "--n", "0", "--out", "x"], "must be >= 1"),
-        (["sample", "--n", "2"], "--out"),
+        (["sample", "--trials", "0", "--out", "x"], "must be >= 1"),
+        (["sample", "--trials", "2"], "--out"),
         (["frobnicate"], "invalid choice"),
     ],
 )

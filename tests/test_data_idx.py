@@ -214,7 +214,7 @@ def test_commands_resolve_the_default(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv(D.FASHION_MNIST_ENV, str(tmp_path / "nothing-here"))
     args = build_parser().parse_args(["search", "--budget", "4G"])
     assert new_settings(args).data == "digits"
-    train = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--no-progress", "--json"]
+    train = ["--epochs", "1", "--data-fraction", "0.1", "--batch-size", "32", "--threads", "1", "--no-progress", "--json"]
     code, out, err = cli("train", str(tmp_path / "missing.yaml"), *train)
     assert code == 2 and len(err.strip().splitlines()) == 1  # bad input: still one line, no notice before it
     tiny_cfg.save(tmp_path / "tiny.yaml")

@@ -22,8 +22,8 @@ def nas(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_one_epoch_of_van_b0_on_a_fifth_of_fashion_mnist_passes_70_percent(fashion_mnist: Path) -> None:
-    done = nas("train", "van_b0", "--data", "fashion-mnist", "--epochs", "1", "--resolution", "32",
-               "--fraction", "0.2", "--no-progress", "--json")  # fmt: skip
+    done = nas("train", "van_b0", "--data", "fashion-mnist", "--epochs", "1", "--proxy-resolution", "32",
+               "--data-fraction", "0.2", "--no-progress", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["data"] == "fashion-mnist"

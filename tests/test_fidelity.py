@@ -114,7 +114,7 @@ def test_bootstrap_interval_brackets_a_mixed_signal_and_needs_three_pairs():
         ({"n": 2}, "at least 3"),
         ({"top_k": 6}, "top-k"),
         ({"proxy_resolution": 48}, "multiple of 32"),
-        ({"proxy_fraction": 1.0, "epochs_ref": 1}, "reference must train longer"),
+        ({"proxy_fraction": 1.0, "proxy_width": 1.0, "epochs_ref": 1}, "reference must train longer"),
         ({"proxy_fraction": 0.0}, "fraction"),
     ],
 )
@@ -138,8 +138,8 @@ def test_cli_fidelity_end_to_end(tmp_path, capsys):
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     out_file = tmp_path / "fidelity.json"
-    argv = ["fidelity", "--n", "3", "--seed", "1", "--space", str(space), "--epochs-proxy", "1", "--epochs-ref", "1",
-            "--proxy-fraction", "0.2", "--top-k", "1", "--workers", "2", "--data", "digits", "--out", str(out_file), "--json"]  # fmt: skip
+    argv = ["fidelity", "--trials", "3", "--seed", "1", "--space", str(space), "--epochs", "1", "--ref-epochs", "1",
+            "--data-fraction", "0.2", "--top", "1", "--workers", "2", "--data", "digits", "--out", str(out_file), "--json"]  # fmt: skip
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out_file.read_text())
@@ -158,7 +158,7 @@ def test_cli_fidelity_end_to_end(tmp_path, capsys):
 
 
 def test_cli_fidelity_bad_input(capsys, tmp_path):
-    assert main(["fidelity", "--n", "2"]) == 2
+    assert main(["fidelity", "--trials", "2"]) == 2
     assert main(["fidelity", "--data", "cifar10:/no/such/dir"]) == 2
     assert main(["fidelity", "--out", str(tmp_path / "missing" / "r.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

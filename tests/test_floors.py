@@ -65,3 +65,17 @@ def test_the_run_directory_format_moved_down(name):
     import importlib.util
 
     assert importlib.util.find_spec(name) is None, f"{name} is the results floor's now (one home)"
+
+
+def test_every_import_of_our_own_packages_resolves():
+    """Function-level imports run only when their branch does; a moved module must not leave one
+    behind (a latency search once failed on ``from .latency_warmup import`` after the move)."""
+    import importlib.util
+
+    missing = []
+    for package in FLOORS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for line, name in imports_of(path):
+                if name.split(".")[0] in FLOORS and importlib.util.find_spec(name) is None:
+                    missing.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert missing == []

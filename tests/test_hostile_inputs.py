@@ -208,7 +208,7 @@ def test_a_huge_range_knob_is_refused_without_building_it(tmp_path):
 
 
 def test_an_absurd_resolution_is_refused_before_allocating(tmp_path):
-    one_error_line(nas("train", "van_b0", "--data", "digits", "--resolution", "100000", timeout=60), "above 2048")
+    one_error_line(nas("train", "van_b0", "--data", "digits", "--proxy-resolution", "100000", timeout=60), "above 2048")
 
 
 # -- 4. checks before Ray starts and before anything is written ------------------------------------

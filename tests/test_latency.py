@@ -220,14 +220,14 @@ def test_cli_latency_plain_text(tmp_path, capsys, cfg):
     path = tmp_path / "tiny.yaml"
     cfg.save(path)
     assert main(["latency", str(path), "--resolution", "32", "--repeats", "2", "--warmup", "0",
-                 "--batch-size", "2"]) == 0  # fmt: skip
+                 "--latency-batch-size", "2"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "median" in text and "batch 2" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_cli_cuda_unavailable_exits_2(capsys):
-    assert main(["latency", "van_b0", "--device", "cuda", "--json"]) == 2
+    assert main(["latency", "van_b0", "--latency-device", "cuda", "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -249,7 +249,7 @@ def exit_code(argv: list[str]) -> int:
         (["latency", "van_b0", "--repeats", "0"], "--repeats"),
         (["latency", "van_b0", "--resolution", "100"], "multiple of 32"),
         (["latency", "van_b0", "--threads", "abc"], "--threads"),
-        (["latency", "van_b0", "--device", "tpu"], "unknown device"),
+        (["latency", "van_b0", "--latency-device", "tpu"], "unknown device"),
     ],
 )
 def test_cli_bad_input_exits_2(argv, message, capsys):

@@ -117,7 +117,7 @@ BAD_INPUTS = [
     (["--budget", "4G", "--objectives", "acc,flops", "--out", "{new}"], "unknown objective 'flops'"),
     (["--budget", "4G", "--objectives", "macs", "--out", "{new}"], "must start with acc"),
     (["--budget", "4G", "--sampler", "grid", "--out", "{new}"], "invalid choice: 'grid'"),
-    (["--budget", "4G", "--device", "cuda", "--out", "{new}"], "needs --latency-ms or a latency objective"),
+    (["--budget", "4G", "--latency-device", "cuda", "--out", "{new}"], "needs --latency-ms or a latency objective"),
     (["--budget", "4G", "--latency-ms", "-5", "--out", "{new}"], "must be a positive number of milliseconds"),
     (["--budget", "4G", "--latency-ms", "fast", "--out", "{new}"], "malformed --latency-ms 'fast'"),
     (["--budget", "4G", "--space", "{tmp}/missing.yaml", "--out", "{new}"], "no such search space file"),
@@ -159,7 +159,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
 def test_cuda_latency_device_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run_cli(["search", "--budget", "4G", "--latency-ms", "15", "--device", "cuda", "--data", "digits",
+    code, _, err = run_cli(["search", "--budget", "4G", "--latency-ms", "15", "--latency-device", "cuda", "--data", "digits",
                             "--out", str(tmp_path / "run")], capsys)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "CUDA is not available" in err
     assert not (tmp_path / "run").exists()

@@ -121,7 +121,7 @@ def test_nas_train_prints_and_writes_a_hostile_name_escaped(tmp_path, tiny_cfg):
     config = tmp_path / "hostile.yaml"
     config.write_text(tiny_cfg.replace(name=HOSTILE).to_yaml())
     kept = tmp_path / "kept\x1b[31m\nx"
-    done = subprocess.run([*NAS, "train", str(config), "--data", "digits", "--epochs", "1", "--fraction", "0.2",
+    done = subprocess.run([*NAS, "train", str(config), "--data", "digits", "--epochs", "1", "--data-fraction", "0.2",
                            "--threads", "1", "--no-progress", "--save", str(kept)],
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -139,7 +139,7 @@ def test_nas_train_prints_and_writes_a_hostile_name_escaped(tmp_path, tiny_cfg):
     assert not any(ln.startswith("forged") for ln in card_lines)
     assert f"from {markdown_code(config)};" in card
 
-    again = subprocess.run([*NAS, "train", "--resume", str(kept)], capture_output=True, text=True, timeout=600)
+    again = subprocess.run([*NAS, "train", "--save", str(kept), "--resume"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert_inert(again.stdout)
     assert again.stdout.startswith(f"{printable(kept)}: training finished (1 epochs")

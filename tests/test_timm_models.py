@@ -29,7 +29,7 @@ def trained(tmp_path_factory) -> Path:
     config.write_text(make_tiny_cfg().to_yaml())
     d = root / "kept"
     done = subprocess.run(
-        [sys.executable, "-m", "nas.cli", "train", str(config), "--data", "digits", "--epochs", "1", "--fraction",
+        [sys.executable, "-m", "nas.cli", "train", str(config), "--data", "digits", "--epochs", "1", "--data-fraction",
          "0.3", "--threads", "1", "--no-progress", "--save", str(d)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

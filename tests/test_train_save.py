@@ -54,7 +54,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path,
     assert not (resumed / "result.json").exists()
     assert not list(resumed.glob(".*.tmp")), "a temporary file was left behind"
 
-    again = nas("train", "--resume", str(resumed))
+    again = nas("train", "--save", str(resumed), "--resume")
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout
 
@@ -70,7 +70,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path,
 
 def test_saved_directory_holds_a_loadable_model_and_a_card(tmp_path, tiny_yaml, tiny_cfg):
     d = tmp_path / "kept"
-    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--fraction", "0.3", "--threads", "1",
+    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--data-fraction", "0.3", "--threads", "1",
                "--no-progress", "--save", str(d), "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -96,14 +96,14 @@ def test_saved_directory_holds_a_loadable_model_and_a_card(tmp_path, tiny_yaml, 
     assert "model.safetensors" in card and f"{analytic_cost(built).params:,}" in card
 
     # resuming a finished training changes nothing and says so through the same result
-    again = nas("train", "--resume", str(d), "--json")
+    again = nas("train", "--save", str(d), "--resume", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["val_acc"] == printed["val_acc"]
 
 
 def test_saved_training_scores_the_official_test_split(tmp_path, tiny_yaml, fashion_mnist):
     d = tmp_path / "fm"
-    done = nas("train", str(tiny_yaml), "--data", "fashion-mnist", "--epochs", "1", "--fraction", "0.02",
+    done = nas("train", str(tiny_yaml), "--data", "fashion-mnist", "--epochs", "1", "--data-fraction", "0.02",
                "--threads", "1", "--no-progress", "--save", str(d), "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads((d / "result.json").read_text())
@@ -120,16 +120,16 @@ def _umask() -> int:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--resume", "{missing}"], "not a directory"),
-        (["--resume", "{empty}"], "no train.json"),
+        (["--save", "{missing}", "--resume"], "not a directory"),
+        (["--save", "{empty}", "--resume"], "no train.json"),
         (["{yaml}", "--save", "{full}"], "not empty"),
         (["{yaml}", "--save", "{file}"], "not a directory"),
         (["{yaml}", "--save", "{link}"], "symbolic link"),
         (["{yaml}", "--save", "{kept}"], "--resume"),
-        (["--resume", "{kept}", "--epochs", "5"], "drop --epochs"),
-        (["{yaml}", "--resume", "{kept}"], "give no model"),
-        (["--resume", "{broken}"], "unreadable training state"),
-        (["--resume", "{badjson}"], "train.json"),
+        (["--save", "{kept}", "--resume", "--epochs", "5"], "drop --epochs"),
+        (["{yaml}", "--save", "{kept}", "--resume"], "give no model"),
+        (["--save", "{broken}", "--resume"], "unreadable training state"),
+        (["--save", "{badjson}", "--resume"], "train.json"),
         ([], "give a model"),
     ],
 )
@@ -180,7 +180,7 @@ def test_export_of_a_trained_directory_carries_its_weights(tmp_path, tiny_yaml):
     import onnxruntime as ort
 
     d, out = tmp_path / "kept", tmp_path / "exported"
-    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--fraction", "0.3", "--threads", "1",
+    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--data-fraction", "0.3", "--threads", "1",
                "--no-progress", "--save", str(d))  # fmt: skip
     assert done.returncode == 0, done.stderr
     exported = nas("export", str(d), "--out", str(out), "--format", "onnx,torchscript", "--json")
@@ -210,7 +210,7 @@ def test_export_of_a_trained_directory_carries_its_weights(tmp_path, tiny_yaml):
 
 def test_export_refuses_an_unfinished_training(tmp_path, tiny_yaml):
     d = tmp_path / "kept"
-    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--fraction", "0.3", "--threads", "1",
+    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--data-fraction", "0.3", "--threads", "1",
                "--no-progress", "--save", str(d))  # fmt: skip
     assert done.returncode == 0, done.stderr
     (d / "result.json").unlink()

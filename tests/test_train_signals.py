@@ -17,7 +17,7 @@ from test_train_save import epochs_saved, nas
 
 NAS = [sys.executable, "-m", "nas.cli"]
 # digits, three short epochs (about a second each here): quick, yet long enough to signal mid-epoch
-QUICK = ["--data", "digits", "--epochs", "3", "--fraction", "0.3", "--threads", "1", "--seed", "3", "--no-progress"]
+QUICK = ["--data", "digits", "--epochs", "3", "--data-fraction", "0.3", "--threads", "1", "--seed", "3", "--no-progress"]
 
 
 def signal_mid_training(tiny_yaml: Path, kept: Path, sig: int) -> tuple[int, str]:
@@ -50,10 +50,10 @@ def test_a_signal_mid_training_closes_with_one_line_and_the_training_resumes(tmp
     assert 1 <= saved < 3 and not (kept / "result.json").exists(), "the signal came after the training ended"
     assert line.startswith(opening) and f"during epoch {saved + 1} of 3" in line, line
     assert f"{saved} finished epoch" in line and str(kept) in line, line
-    assert line.endswith(f"continue with nas train --resume {kept}"), line
+    assert line.endswith(f"continue with nas train --save {kept} --resume"), line
     assert not list(kept.glob(".*.tmp")), "a temporary file was left behind"
 
-    again = nas("train", "--resume", str(kept))
+    again = nas("train", "--save", str(kept), "--resume")
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout and epochs_saved(kept) == 3
     assert json.loads((kept / "result.json").read_text())["epochs"] == 3
@@ -75,7 +75,7 @@ def test_sigterm_without_save_says_nothing_was_kept(tmp_path, tiny_yaml):
 
 def test_resume_of_a_finished_training_says_so_and_changes_nothing(tmp_path, tiny_yaml):
     kept = tmp_path / "kept"
-    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--fraction", "0.3", "--threads", "1",
+    done = nas("train", str(tiny_yaml), "--data", "digits", "--epochs", "1", "--data-fraction", "0.3", "--threads", "1",
                "--no-progress", "--save", str(kept))  # fmt: skip
     assert done.returncode == 0, done.stderr
     files = ("result.json", "card.md", "history.json", "model.safetensors", "training_state.pt", "curves.png")
@@ -83,8 +83,8 @@ def test_resume_of_a_finished_training_says_so_and_changes_nothing(tmp_path, tin
     result = json.loads((kept / "result.json").read_text())
     time.sleep(0.05)  # a rewrite would show in the modification times
 
-    again = nas("train", "--resume", str(kept), "--no-progress")
-    as_json = nas("train", "--resume", str(kept), "--json")
+    again = nas("train", "--save", str(kept), "--resume", "--no-progress")
+    as_json = nas("train", "--save", str(kept), "--resume", "--json")
     after = {name: ((kept / name).read_bytes(), (kept / name).stat().st_mtime_ns) for name in files}
     for name in files:
         assert after[name][0] == before[name][0], f"{name} rewritten with other contents"

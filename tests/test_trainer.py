@@ -17,8 +17,10 @@ from search_space.errors import UserError
 from train_proxy import DataBundle, ProxySpec, load_data, train_proxy
 from train_proxy.trainer import _Run, augment, proxy_config
 
-# Small data and tiny models keep every training here to a second or two on one core.
-FAST = {"epochs": 2, "batch_size": 32, "data_fraction": 0.1, "threads": 1, "device": "cpu"}
+# Small data and tiny models keep every training here to a second or two on one core. Full width and
+# a one-epoch warm-up, as these tests were written (ProxySpec()'s defaults are the default proxy's).
+FAST = {"epochs": 2, "batch_size": 32, "data_fraction": 0.1, "threads": 1, "device": "cpu", "width_multiplier": 1.0,
+        "warmup_epochs": 1}  # fmt: skip
 
 
 def tiny_config(block: str = "van", width: int = 8, resolution: int = 224) -> ArchConfig:
@@ -125,7 +127,7 @@ def test_training_learns_reports_every_epoch_and_counts_the_proxy_model(digits: 
     assert result.val_acc > 0.3  # ten classes: chance is 0.1
     assert seen[-1]["train_loss"] < seen[0]["train_loss"]
     assert result.images_per_second > 0 and result.train_seconds > 0
-    proxy = proxy_config(cfg, ProxySpec(), 10)
+    proxy = proxy_config(cfg, ProxySpec(**FAST), 10)
     assert result.macs == analytic_cost(proxy, 32).macs and result.params == analytic_cost(proxy, 32).params
     assert result.n_train == len(digits.train) and result.n_val == len(digits.val)
 
@@ -198,7 +200,7 @@ def tiny_yaml(tmp_path: Path) -> Path:
     return path
 
 
-ARGS = ["--epochs", "1", "--fraction", "0.1", "--batch-size", "32", "--threads", "1", "--device", "cpu", "--data", "digits"]
+ARGS = ["--epochs", "1", "--data-fraction", "0.1", "--batch-size", "32", "--threads", "1", "--device", "cpu", "--data", "digits"]
 
 
 def test_nas_train_json(tiny_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,8 +233,8 @@ def test_nas_train_failure_exits_1_with_one_line(tiny_yaml: Path, capsys: pytest
     [
         (["--data", "svhn"], "unknown data spec 'svhn'"),
         (["--data", "cifar10:/no/such/dir"], "does not exist"),
-        (["--resolution", "48"], "not a multiple of 32"),
-        (["--fraction", "2"], "must be in (0, 1]"),
+        (["--proxy-resolution", "48"], "not a multiple of 32"),
+        (["--data-fraction", "2"], "must be in (0, 1]"),
         (["--lr", "abc"], "'abc' is not a number"),
         (["--batch-size", "1"], "must be >= 2"),
         (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),

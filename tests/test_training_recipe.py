@@ -217,7 +217,7 @@ def test_nas_train_full_run_uses_config_rate():
     cfg = load_zoo("cmt_ti")  # 160 px
 
     def args(resolution: int, fraction: float = 1.0, width: float = 1.0) -> argparse.Namespace:
-        return argparse.Namespace(resolution=resolution, fraction=fraction, width_mult=width)
+        return argparse.Namespace(proxy_resolution=resolution, data_fraction=fraction, proxy_width=width)
 
     assert default_drop_path(cfg, args(160)) is None  # the config's own rate
     assert default_drop_path(cfg, args(32)) == 0.0
@@ -233,7 +233,7 @@ def test_nas_train_end_to_end_rates(tiny_cfg, tmp_path, cli):
     path = tmp_path / "tiny32.yaml"
     tiny_cfg.replace(resolution=32, drop_path_rate=0.2).save(path)
     common = ("train", path, "--epochs", "1", "--batch-size", "256", "--threads", "1", "--json", "--no-progress")
-    for extra, expected in (((), 0.2), (("--width-mult", "0.5"), 0.0), (("--drop-path", "0.05"), 0.05)):
+    for extra, expected in (((), 0.2), (("--proxy-width", "0.5"), 0.0), (("--drop-path", "0.05"), 0.05)):
         code, out, err = cli(*common, *extra)
         assert code == 0, err
         assert json.loads(out)["drop_path_rate"] == expected

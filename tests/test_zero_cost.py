@@ -116,7 +116,7 @@ def test_bad_arguments():
 def test_cli_score_json(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     CONFIGS["acmix"].save(path)
-    argv = ["score", str(path), "--proxy", "naswot", "--batch-size", str(BATCH), "--seed", "2", "--json"]
+    argv = ["score", str(path), "--proxy", "naswot", "--score-batch-size", str(BATCH), "--seed", "2", "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["proxy"] == "naswot" and out["resolution"] == RES and out["seed"] == 2

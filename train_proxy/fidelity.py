@@ -40,24 +40,30 @@ from typing import Any, Callable
 from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.errors import UserError
 
+from . import proxy_defaults as D
+
 SIGNALS = ("proxy", "synflow", "naswot", "gradnorm", "macs", "params")
 ZERO_COST = ("synflow", "naswot", "gradnorm")
 
 
 @dataclass(frozen=True)
 class FidelitySettings:
+    """One study. The proxy is the default proxy (`train_proxy.proxy_defaults`), the reference its
+    named reference (REF_*: the full network on all the data); `nas fidelity` takes its defaults
+    from here."""
+
     n: int = 6
-    seed: int = 0
-    epochs_proxy: int = 1
-    epochs_ref: int = 2
-    proxy_resolution: int = 32
-    ref_resolution: int = 32
-    proxy_fraction: float = 0.25
-    proxy_width: float = 1.0  # width multiplier of the proxy model (the reference trains at full width)
+    seed: int = D.SEED
+    epochs_proxy: int = D.EPOCHS
+    epochs_ref: int = D.REF_EPOCHS
+    proxy_resolution: int = D.RESOLUTION
+    ref_resolution: int = D.REF_RESOLUTION
+    proxy_fraction: float = D.DATA_FRACTION
+    proxy_width: float = D.WIDTH  # width multiplier of the proxy model (the reference trains at full width)
     top_k: int | None = None  # default: max(1, n // 3)
     data: str = "digits"
-    batch_size: int = 64
-    score_batch_size: int = 32
+    batch_size: int = D.BATCH_SIZE
+    score_batch_size: int = D.SCORE_BATCH_SIZE
     threads: int = 1
     workers: int = 2
     space: str | None = None  # a search space YAML; None: the packaged default
@@ -67,22 +73,26 @@ class FidelitySettings:
             if not ok:
                 raise UserError(f"fidelity: {msg}")
 
-        need(self.n >= 3, f"needs at least 3 architectures to rank, got --n {self.n}")
+        need(self.n >= 3, f"needs at least 3 architectures to rank, got --trials {self.n}")
         need(self.epochs_proxy >= 1 and self.epochs_ref >= 1, "epochs must be >= 1")
         for name in ("proxy_resolution", "ref_resolution"):
             value = getattr(self, name)
             need(value >= 32 and value % 32 == 0, f"{name.replace('_', ' ')} {value} is not a positive multiple of 32")
-        need(0.0 < self.proxy_fraction <= 1.0, f"proxy fraction must be in (0, 1], got {self.proxy_fraction}")
-        need(0.0 < self.proxy_width <= 4.0, f"proxy width must be in (0, 4], got {self.proxy_width}")
+        why = D.fraction_problem(self.proxy_fraction)
+        need(why is None, f"data fraction {why}, got {self.proxy_fraction}")
+        why = D.width_problem(self.proxy_width)
+        need(why is None, f"proxy width {why}, got {self.proxy_width}")
+        why = D.batch_size_problem(self.batch_size)
+        need(why is None, f"batch size {why}, got {self.batch_size}")
         need(
-            self.top_k is None or 1 <= self.top_k < self.n, f"top-k must be in [1, n), got {self.top_k} for n={self.n}"
+            self.top_k is None or 1 <= self.top_k < self.n, f"top-k must be in [1, n), got --top {self.top_k} for n={self.n}"
         )
         need(self.threads >= 1 and self.workers >= 1, "threads and workers must be >= 1")
         need(
             self.epochs_ref > self.epochs_proxy
             or self.ref_resolution > self.proxy_resolution
-            or self.proxy_fraction < 1.0
-            or self.proxy_width < 1.0,
+            or self.proxy_fraction < D.FULL_DATA_FRACTION
+            or self.proxy_width < D.FULL_WIDTH,
             "the reference must train longer, at a higher resolution or on more data than the proxy",
         )
 
@@ -154,6 +164,7 @@ def evaluate_architecture(index: int, cfg: ArchConfig, settings: FidelitySetting
 
     ref_spec = ProxySpec(resolution=settings.ref_resolution, epochs=settings.epochs_ref,
                          batch_size=settings.batch_size, warmup_epochs=warmup_epochs(settings.epochs_ref),
+                         width_multiplier=D.FULL_WIDTH, data_fraction=D.FULL_DATA_FRACTION,  # the full network
                          seed=settings.seed, threads=settings.threads, device="cpu")  # fmt: skip
     ref = train_proxy(cfg, ref_spec, settings.data)
     row["reference"] = ref.val_acc if ref.status == "ok" else math.nan

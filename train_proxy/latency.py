@@ -30,8 +30,15 @@ from torch import nn
 from search_space import ArchConfig, build_model
 from search_space.errors import UserError
 
-DEFAULT_WARMUP = 10
-DEFAULT_REPEATS = 30
+# One default measurement for every latency (`nas latency`, `nas latency-table build`, the
+# predictor's table entries, the search's re-measurement of its front): 5 untimed runs, then the
+# median of 20. The table's entries were always taken so (latency_table.DEFAULT_TABLE_*), and a
+# whole-network measurement is compared with a prediction from them, so both are taken the same
+# way; five runs cover the allocator, kernel selection and TorchScript's profiling runs (two).
+DEFAULT_WARMUP = 5
+DEFAULT_REPEATS = 20
+DEFAULT_BATCH_SIZE = 1  # the latency batch (images per forward pass), not a training batch
+DEFAULT_DEVICE = "cpu"  # the latency device (where the model is timed), not the training device
 CLOCKS = ("wall", "cpu")
 
 
@@ -247,8 +254,8 @@ def summarise(
 def measure_latency(
     cfg_or_model: ArchConfig | nn.Module,
     *,
-    device: str = "cpu",
-    batch_size: int = 1,
+    device: str = DEFAULT_DEVICE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int = 1,
     resolution: int | None = None,
     warmup: int = DEFAULT_WARMUP,

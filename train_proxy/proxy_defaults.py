@@ -6,22 +6,64 @@ gives the best rank agreement per CPU-second among the training proxies measured
 epoch at 32 px, width x0.5, on a tenth of the training split (4,800 Fashion-MNIST images), scored
 on the whole validation part (Kendall tau +0.52 against a full-width epoch on all the data, where
 width x0.25 gave +0.27). Every command that trains (`nas search`, `nas train`, `nas finalize`,
-`nas fidelity`, `scaling coeffs`, the benchmarks) starts from these values; their flags override them.
+`nas fidelity`, `nas score`, `scaling coeffs`, the benchmarks) starts from these values; their
+flags override them. `ProxySpec()` is exactly this proxy.
+
+A command that needs another value for a reason of its own takes it from a named constant below
+(never a literal in the command), with the reason beside it. docs/vocabulary.md lists every
+flag, its default and the commands that have it.
 """
 
 from __future__ import annotations
 
+import math
+
+# -- the default proxy (nas search's trials; ProxySpec()) ---------------------------------------
 EPOCHS = 1
 RESOLUTION = 32  # px; Fashion-MNIST's 28 px padded to the space's stride of 32
 WIDTH = 0.5  # width multiplier of the proxy model (deploy widths x this): about half the cost per image
 DATA_FRACTION = 0.1  # of the training split, stratified by class
-BATCH_SIZE = 64
+VAL_FRACTION = 1.0  # of the validation split scored after each epoch (a search's low rungs score less)
+BATCH_SIZE = 64  # the training batch of every command that trains
 SEED = 0
-LR = 2e-3
+LR = 2e-3  # peak learning rate of AdamW
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.1
+DROP_PATH = 0.0  # stochastic depth off: a proxy ranks architectures from a few epochs
+DEVICE = "auto"  # the training device: CUDA where present, else the CPU
+PRECISION = "auto"  # on CUDA: bf16 autocast where native, else fp16 with a gradient scaler
 
-# limits every entry point checks (one message each: `check_width`, `check_fraction`)
+# -- full trainings (`nas train`, `nas finalize`) ------------------------------------------------
+# They train the real network, not a proxy of it: its own widths on all the training data.
+FULL_WIDTH = 1.0
+FULL_DATA_FRACTION = 1.0
+# One default length for both: `nas finalize`'s since it was written (nas train had 3). A full-width
+# epoch of a default-space network on Fashion-MNIST takes 5-15 CPU-minutes (docs/fidelity.md), so
+# this is an hour or more on a CPU: give --epochs for a quick look, or more for a real final
+# training (the README's example uses 30).
+FULL_EPOCHS = 10
+
+# -- the fidelity study's reference (`nas fidelity`, train_proxy.fidelity) -----------------------
+# The reference the proxies are ranked against: the full network (FULL_WIDTH) on all the data
+# (FULL_DATA_FRACTION) for one epoch at the proxy's resolution, as docs/fidelity.md measured it
+# (one reference epoch already costs 5-15 CPU-minutes per architecture on Fashion-MNIST).
+REF_EPOCHS = 1
+REF_RESOLUTION = RESOLUTION
+
+# -- zero-cost scores (`nas score`, the fidelity study) ------------------------------------------
+# Not a training batch: the one batch the scores see. NASWOT's kernel is batch x batch, so its
+# value depends on it; docs/fidelity.md measured the scores with 32 images.
+SCORE_BATCH_SIZE = 32
+
+# -- scaling coeffs --------------------------------------------------------------------------------
+# The base proxy resolution of `scaling coeffs`, which compares resolution coefficients (gamma):
+# each candidate trains at this times its deploy-resolution gain, on the 32 px grid. The default
+# grid's gains at phi=1 are at most 1.29, so at 32 px no candidate would reach the next step and
+# gamma would be invisible to the proxy; at 64 px the largest gammas show (the report says when
+# none does). Everything else of its proxy is the default proxy.
+COEFFS_RESOLUTION = 64
+
+# -- limits every entry point checks (one message each: `width_problem`, `fraction_problem`) -----
 MAX_WIDTH = 4.0  # four times the deploy widths: beyond it a "proxy" costs more than the network itself
 MIN_BATCH_SIZE = 2  # batch norm needs two samples
 
@@ -32,15 +74,25 @@ def warmup_epochs(epochs: int) -> float:
     return min(1.0, 0.2 * epochs)
 
 
+WARMUP_EPOCHS = warmup_epochs(EPOCHS)  # the default proxy's
+
+
 def width_problem(value: float) -> str | None:
     """Why ``value`` is no width multiplier (None when it is one)."""
-    if not (value == value and 0.0 < value <= MAX_WIDTH):  # NaN fails the first test
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value <= MAX_WIDTH):
         return f"must be in (0, {MAX_WIDTH:g}]"
     return None
 
 
 def fraction_problem(value: float) -> str | None:
     """Why ``value`` is no data fraction (None when it is one)."""
-    if not (value == value and 0.0 < value <= 1.0):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 < value <= 1.0):
         return "must be in (0, 1]"
+    return None
+
+
+def batch_size_problem(value: int) -> str | None:
+    """Why ``value`` is no training batch size (None when it is one)."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= MIN_BATCH_SIZE):
+        return f"must be >= {MIN_BATCH_SIZE} (batch norm needs two samples)"
     return None

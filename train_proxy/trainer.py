@@ -38,9 +38,11 @@ from search_space.errors import ConfigError, UserError
 from search_space.text import printable
 from search_space.transforms import scale_widths, with_classes
 
+from . import proxy_defaults as D
 from .data import DataBundle, load_data, stratified_subset
 from .latency import pinned_threads
 from .latency import resolve_device as _checked_device
+from .proxy_defaults import warmup_epochs  # noqa: F401 - the one warm-up rule, importable from here too
 
 DATA_SEED = 0  # the train subset (data_fraction) is the same for every training seed
 EVAL_BATCH = 256
@@ -63,34 +65,36 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def warmup_epochs(epochs: int) -> float:
-    """The warm-up of a proxy training: a fifth of the run, at most one epoch. With the spec's
-    default of one epoch, a one-epoch proxy would be all warm-up and end at the peak learning
-    rate, never annealed."""
-    return min(1.0, 0.2 * epochs)
-
-
 @dataclass(frozen=True)
 class ProxySpec:
-    """How to train a proxy: resolution, length, data share, width and optimiser settings."""
+    """How to train a proxy: resolution, length, data share, width and optimiser settings.
 
-    resolution: int = 32
-    epochs: int = 3
-    batch_size: int = 64
-    data_fraction: float = 1.0
-    width_multiplier: float = 1.0
-    seed: int = 0
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1
-    label_smoothing: float = 0.1
+    ``ProxySpec()`` is the default proxy (`train_proxy.proxy_defaults`, the one home of these
+    values and limits); a full training passes ``width_multiplier=D.FULL_WIDTH`` and
+    ``data_fraction=D.FULL_DATA_FRACTION``. ``warmup_epochs`` left out follows the one rule,
+    `proxy_defaults.warmup_epochs(epochs)` (a fifth of the run, at most an epoch).
+    """
+
+    resolution: int = D.RESOLUTION
+    epochs: int = D.EPOCHS
+    batch_size: int = D.BATCH_SIZE
+    data_fraction: float = D.DATA_FRACTION
+    width_multiplier: float = D.WIDTH
+    # share of the validation split scored after each epoch: a fixed stratified subset (the same
+    # images for every seed and architecture), for the cheap lowest rungs of a search
+    val_fraction: float = D.VAL_FRACTION
+    seed: int = D.SEED
+    lr: float = D.LR
+    weight_decay: float = D.WEIGHT_DECAY
+    warmup_epochs: float | None = None  # None: warmup_epochs(epochs), set on creation (never None after)
+    label_smoothing: float = D.LABEL_SMOOTHING
     threads: int | None = None
-    device: str = "auto"
+    device: str = D.DEVICE
     # Stochastic depth maximum for this run: 0 (off) for proxies, which rank architectures from
     # a few epochs; None trains with the config's own drop_path_rate (full training).
-    drop_path_rate: float | None = 0.0
+    drop_path_rate: float | None = D.DROP_PATH
     # mixed precision on CUDA: auto (bf16 where native, else fp16 with a grad scaler), bf16, fp16, fp32
-    precision: str = "auto"
+    precision: str = D.PRECISION
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -100,15 +104,18 @@ class ProxySpec:
         need(_is_int(self.resolution) and self.resolution >= 32 and self.resolution % 32 == 0,
              f"resolution must be a positive multiple of 32, got {self.resolution!r}")  # fmt: skip
         need(_is_int(self.epochs) and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs!r}")
-        need(_is_int(self.batch_size) and self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size!r}")
-        need(0.0 < self.data_fraction <= 1.0, f"data_fraction must be in (0, 1], got {self.data_fraction!r}")
-        need(math.isfinite(self.width_multiplier) and 0.0 < self.width_multiplier <= 16,
-             f"width_multiplier must be in (0, 16], got {self.width_multiplier!r}")  # fmt: skip
+        if self.warmup_epochs is None and _is_int(self.epochs):
+            object.__setattr__(self, "warmup_epochs", warmup_epochs(self.epochs))
+        for name, problem in (("batch_size", D.batch_size_problem), ("data_fraction", D.fraction_problem),
+                              ("val_fraction", D.fraction_problem), ("width_multiplier", D.width_problem)):  # fmt: skip
+            why = problem(getattr(self, name))
+            need(why is None, f"{name} {why}, got {getattr(self, name)!r}")
         need(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
         need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be >= 0, got {self.weight_decay!r}")  # fmt: skip
-        need(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0,
+        need(isinstance(self.warmup_epochs, (int, float)) and math.isfinite(self.warmup_epochs)
+             and self.warmup_epochs >= 0,
              f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")  # fmt: skip
         need(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         need(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
@@ -145,6 +152,9 @@ class TrainResult:
     drop_path_rate: float = 0.0  # the stochastic depth maximum the run trained with
     test_acc: float | None = None  # on the data's official test split, only when asked (never in a search)
     precision: str = "fp32"  # what the run computed in: fp32, or bf16 / fp16 autocast on CUDA
+    # which validation images the last epoch's model classified right, one bit each in the order
+    # of the (sub)split, packed big-endian and hex-encoded (`unpack_correct`); only when asked
+    val_correct: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,14 +193,18 @@ def train_proxy(
     progress: bool = False,
     evaluate_test: bool = False,
     checkpoint: Checkpointer | None = None,
+    keep_val_correct: bool = False,
 ) -> TrainResult:
     """Train ``cfg`` under ``spec``; ``on_epoch`` sees every epoch and may return False to stop.
 
-    ``on_epoch`` receives ``{"epoch", "val_acc", "train_loss", "seconds" (since the start),
-    "epoch_seconds", "lr"}``. A non-finite loss ends the run with status "failed" and a reason.
+    ``on_epoch`` receives ``{"epoch", "val_acc", "train_loss" (mean), "train_loss_sum" and
+    "train_steps" (the epoch's sum of per-step losses and its step count: TSE, Ru et al. 2021),
+    "seconds" (since the start), "epoch_seconds", "step_seconds", "eval_seconds", "lr"}``. A non-finite loss ends the run with status "failed" and a reason.
     A `DataBundle` is used at its own fraction when that equals ``spec.data_fraction``; a full
     bundle (fraction 1) is subsampled to ``spec.data_fraction``. ``evaluate_test`` also scores the
     final model on the bundle's official test split (`DataBundle.test`), which nothing reads otherwise.
+    ``keep_val_correct`` keeps which validation images the last model got right (`TrainResult.val_correct`):
+    the fidelity study scores a validation subset after the fact from it, on the very same training.
     With a ``checkpoint`` the run starts from its saved state, when it has one, and hands it the
     full state after every epoch: resumed on the same device and thread count, the run ends with
     the weights an uninterrupted run would have.
@@ -200,7 +214,7 @@ def train_proxy(
     # pinned: oversubscribed CPU threads slow training many-fold
     threads = contextlib.nullcontext() if spec.threads is None else pinned_threads(spec.threads)
     with threads, _cudnn_deterministic(device):
-        return _Run(cfg, spec, bundle, device, on_epoch, progress).train(evaluate_test, checkpoint)
+        return _Run(cfg, spec, bundle, device, on_epoch, progress).train(evaluate_test, checkpoint, keep_val_correct)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -260,7 +274,12 @@ class _Run:
         # are gathered by index and evaluation slices feed the model as they are.
         dense = (lambda t: t.contiguous()) if self.cuda else (lambda t: t)
         self.x_train, self.y_train = dense(x_train.to(store)), y_train.to(store)
-        self.x_val, self.y_val = (dense(t.to(store)) for t in bundle.val.tensors)
+        x_val, y_val = bundle.val.tensors
+        if spec.val_fraction < 1.0:  # the same images whatever the training seed (DATA_SEED)
+            keep = torch.from_numpy(np.sort(stratified_subset(y_val.numpy(), spec.val_fraction, DATA_SEED)))
+            x_val, y_val = x_val[keep], y_val[keep]
+            self.n_val = len(y_val)
+        self.x_val, self.y_val = (dense(t.to(store)) for t in (x_val, y_val))
         if self.cuda and not resident:
             self.x_train, self.x_val = self.x_train.pin_memory(), self.x_val.pin_memory()
 
@@ -289,7 +308,8 @@ class _Run:
         return self.spec.lr * 0.5 * (1.0 + math.cos(math.pi * (step - self.warmup_steps) / span))
 
     # -- the loop ---------------------------------------------------------------------------
-    def train(self, evaluate_test: bool = False, checkpoint: Checkpointer | None = None) -> TrainResult:
+    def train(self, evaluate_test: bool = False, checkpoint: Checkpointer | None = None,
+              keep_val_correct: bool = False) -> TrainResult:  # fmt: skip
         start = time.perf_counter()
         model, optimizer = self._build()
         params = sum(p.numel() for p in model.parameters())
@@ -307,29 +327,36 @@ class _Run:
                     bar.set_description(f"train {printable(self.cfg.name)} epoch {epoch}/{self.spec.epochs}")
                 epoch_start = time.perf_counter()
                 try:
-                    train_loss, bad_step = self._train_epoch(model, optimizer, epoch, bar)
+                    loss_sum, bad_step = self._train_epoch(model, optimizer, epoch, bar)
                 except torch.OutOfMemoryError:
                     status, reason = "failed", f"out of memory at epoch {epoch} (batch {self.batch})"
                     break
-                step_seconds += time.perf_counter() - epoch_start
+                steps_done = time.perf_counter()
+                step_seconds += steps_done - epoch_start
                 if bad_step is not None:
                     status, reason = "failed", f"non-finite loss at epoch {epoch} step {bad_step}"
                     break
-                val_acc = self._evaluate(model)
+                last = epoch == self.spec.epochs
+                correct = self._correct(model) if keep_val_correct and last else None
+                val_acc = int(correct.sum()) / len(correct) if correct is not None else self._evaluate(model)
                 now = time.perf_counter()
                 record = {
                     "epoch": epoch,
                     "val_acc": val_acc,
-                    "train_loss": train_loss,
+                    "train_loss": loss_sum / self.steps_per_epoch,
+                    "train_loss_sum": loss_sum,
+                    "train_steps": self.steps_per_epoch,
                     "seconds": earlier + now - start,
                     "epoch_seconds": now - epoch_start,
+                    "step_seconds": steps_done - epoch_start,
+                    "eval_seconds": now - steps_done,
                     "lr": self.lr_at(epoch * self.steps_per_epoch - 1),
                 }
                 history.append(record)
                 if checkpoint is not None:
                     checkpoint.save_epoch(self._state(model, optimizer, epoch, history))
                 if bar is not None:
-                    bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+                    bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
                 if self.on_epoch is not None and self.on_epoch(dict(record)) is False and epoch < self.spec.epochs:
                     status = "stopped"
                     break
@@ -359,6 +386,7 @@ class _Run:
             drop_path_rate=self.cfg.drop_path_rate,
             test_acc=test_acc,
             precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32"),  # type: ignore[arg-type]
+            val_correct=pack_correct(correct) if correct is not None else None,
         )
 
     # -- resuming -------------------------------------------------------------------------------
@@ -410,7 +438,8 @@ class _Run:
     def _train_epoch(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, bar: Any
     ) -> tuple[float, int | None]:
-        """One pass over the train split. Returns (mean loss, 1-based step of a non-finite loss or None)."""
+        """One pass over the train split. Returns (sum of the per-step losses, 1-based step of a
+        non-finite loss or None)."""
         model.train()
         order = torch.randperm(self.n_train, generator=self.gen)
         base = (epoch - 1) * self.steps_per_epoch
@@ -444,7 +473,7 @@ class _Run:
                 bad = int(first_bad)
                 if bad >= 0:
                     return math.nan, bad
-        return float(loss_sum) / self.steps_per_epoch, None
+        return float(loss_sum), None
 
     def _autocast(self):  # type: ignore[no-untyped-def]
         return torch.autocast("cuda", dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
@@ -461,12 +490,17 @@ class _Run:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
-    @torch.no_grad()
     def _evaluate(self, model: nn.Module, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
         """Accuracy on the validation split (or on ``images`` and ``labels`` when given)."""
+        correct = self._correct(model, images, labels)
+        return int(correct.sum()) / len(correct)
+
+    @torch.no_grad()
+    def _correct(self, model: nn.Module, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per image: classified right (bool, on the host), over the validation split by default."""
         x_all, y_all = (self.x_val, self.y_val) if images is None or labels is None else (images, labels)
         model.eval()
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        hits = []
         autocast = self._autocast()
         for start in range(0, len(y_all), EVAL_BATCH):
             x = x_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
@@ -474,8 +508,18 @@ class _Run:
             if self.cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
-                correct += (model(x).argmax(dim=1) == y).sum()
-        return int(correct) / len(y_all)
+                hits.append(model(x).argmax(dim=1) == y)
+        return torch.cat(hits).cpu()
+
+
+def pack_correct(correct: torch.Tensor) -> str:
+    """Per-image right/wrong flags as hex text, one bit each (big-endian within a byte)."""
+    return np.packbits(correct.numpy().astype(np.uint8)).tobytes().hex()
+
+
+def unpack_correct(text: str, n: int) -> np.ndarray:
+    """The ``n`` flags `pack_correct` wrote (bool array)."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
 def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:

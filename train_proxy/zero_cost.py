@@ -47,6 +47,7 @@ from search_space.errors import UserError
 
 from .data import load_data
 from .latency import pinned_threads
+from .proxy_defaults import FULL_WIDTH, RESOLUTION, SCORE_BATCH_SIZE
 from .trainer import ProxySpec, proxy_config
 
 PROXIES = ("synflow", "naswot", "gradnorm")
@@ -159,8 +160,8 @@ def zero_cost_scores(
     proxies: Sequence[str] = PROXIES,
     *,
     data: str = "digits",
-    resolution: int = 32,
-    batch_size: int = 32,
+    resolution: int = RESOLUTION,
+    batch_size: int = SCORE_BATCH_SIZE,
     seed: int = 0,
     threads: int | None = None,
 ) -> dict[str, float]:
@@ -175,7 +176,9 @@ def zero_cost_scores(
         raise UserError(f"resolution {resolution} is not a positive multiple of 32")
     images, labels, num_classes = score_batch(data, resolution, batch_size, seed)
     # the network the proxy trainer would train: the data's classes, built at the proxy resolution
-    cfg = proxy_config(cfg, ProxySpec(resolution=resolution), num_classes, in_channels=images.shape[1])
+    # (the network's own widths: ProxySpec() alone would be the default proxy's half width)
+    cfg = proxy_config(cfg, ProxySpec(resolution=resolution, width_multiplier=FULL_WIDTH), num_classes,
+                       in_channels=images.shape[1])  # fmt: skip
     scorers: dict[str, Callable[[], float]] = {
         "synflow": lambda: synflow(cfg, resolution, seed),
         "naswot": lambda: naswot(cfg, images, seed),
@@ -192,8 +195,8 @@ def zero_cost_score(
     proxy: str,
     *,
     data: str = "digits",
-    resolution: int = 32,
-    batch_size: int = 32,
+    resolution: int = RESOLUTION,
+    batch_size: int = SCORE_BATCH_SIZE,
     seed: int = 0,
     threads: int | None = None,
 ) -> float:

@@ -9,61 +9,62 @@ from pathlib import Path
 
 from search_space.text import printable
 
-from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
-from ..search import settings as S
+from ..cli_utils import (DATA_HELP, batch_size_arg, fraction_arg, old_spellings, positive_int, print_json,
+                         resolution_arg, width_arg)  # fmt: skip
 
 
-def _number_in(high: float):
-    """An argparse type: a float in (0, high]."""
+def _defaults() -> dict:
+    """`FidelitySettings`' defaults: the command's (one home for them, `train_proxy.proxy_defaults`)."""
+    from dataclasses import fields
 
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-        if not 0.0 < value <= high:
-            raise argparse.ArgumentTypeError(f"must be in (0, {high:g}], got {value}")
-        return value
+    from train_proxy.fidelity import FidelitySettings
 
-    return parse
-
-
-_fraction, _width = _number_in(1.0), _number_in(4.0)
+    return {f.name: f.default for f in fields(FidelitySettings)}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    d = _defaults()
     p = sub.add_parser(
         "fidelity",
         help="how faithfully cheap signals rank architectures",
-        description="Draw N random architectures (seeded) from the search space; for each, compute the cheap "
+        description="Draw --trials random architectures (seeded) from the search space; for each, compute the cheap "
         "signals (a short proxy training, by default exactly the one `nas search` ranks by; the zero-cost scores "
         "synflow, naswot and gradnorm; MACs and params) and a reference training at full width on all the "
         "training data; report Kendall tau, Spearman rho and top-k overlap of each signal against the "
         "reference, each with a bootstrap 90% interval. On Fashion-MNIST one reference epoch costs 5-15 CPU-minutes "
-        "per architecture of the default space on a 2-core machine, so the defaults (6 architectures, one "
-        "reference epoch) take about half an hour there; docs/fidelity.md is the full study.",
+        f"per architecture of the default space on a 2-core machine, so the defaults ({d['n']} architectures, "
+        f"{d['epochs_ref']} reference epoch(s)) take about half an hour there; docs/fidelity.md is the full study.",
     )
-    p.add_argument("--n", type=positive_int, default=6, help="architectures (default: 6)")
-    p.add_argument("--seed", type=int, default=0, help="draws the architectures; also the training seed (default: 0)")
-    p.add_argument("--epochs-proxy", type=positive_int, default=S.DEFAULT_EPOCHS,
-                   help=f"proxy training epochs (default: the search's, {S.DEFAULT_EPOCHS})")  # fmt: skip
-    p.add_argument("--epochs-ref", type=positive_int, default=1, help="reference training epochs (default: 1)")
-    p.add_argument("--proxy-resolution", type=resolution_arg, default=S.DEFAULT_PROXY_RESOLUTION,
-                   help=f"proxy and score resolution (default: {S.DEFAULT_PROXY_RESOLUTION})")  # fmt: skip
-    p.add_argument("--ref-resolution", type=resolution_arg, default=32, help="reference resolution (default: 32)")
-    p.add_argument("--proxy-fraction", type=_fraction, default=S.DEFAULT_DATA_FRACTION,
-                   help=f"share of the training data the proxy sees (default: the search's, {S.DEFAULT_DATA_FRACTION:g})")  # fmt: skip
-    p.add_argument("--proxy-width", type=_width, default=S.DEFAULT_PROXY_WIDTH,
-                   help=f"width multiplier of the proxy model (default: the search's, {S.DEFAULT_PROXY_WIDTH:g})")  # fmt: skip
-    p.add_argument("--top-k", type=positive_int, help="k of the top-k overlap (default: n // 3)")
+    p.add_argument("--trials", type=positive_int, default=d["n"], help=f"architectures (default: {d['n']})")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help=f"draws the architectures; also the training seed (default: {d['seed']})")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=d["epochs_proxy"],
+                   help=f"proxy training epochs (default: the search's, {d['epochs_proxy']})")  # fmt: skip
+    p.add_argument("--ref-epochs", type=positive_int, default=d["epochs_ref"],
+                   help=f"reference training epochs (default: {d['epochs_ref']})")  # fmt: skip
+    p.add_argument("--proxy-resolution", type=resolution_arg, default=d["proxy_resolution"],
+                   help=f"proxy and score resolution (default: {d['proxy_resolution']})")  # fmt: skip
+    p.add_argument("--ref-resolution", type=resolution_arg, default=d["ref_resolution"],
+                   help=f"reference resolution (default: {d['ref_resolution']})")  # fmt: skip
+    p.add_argument("--data-fraction", type=fraction_arg, default=d["proxy_fraction"],
+                   help=f"share of the training data the proxy sees (default: the search's, {d['proxy_fraction']:g}; "
+                        "the reference sees all of it)")  # fmt: skip
+    p.add_argument("--proxy-width", type=width_arg, default=d["proxy_width"],
+                   help=f"width multiplier of the proxy model (default: the search's, {d['proxy_width']:g}; the "
+                        "reference trains at full width)")  # fmt: skip
+    p.add_argument("--top", type=positive_int, help="k of the top-k overlap (default: --trials // 3)")
     p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--space", help="search space YAML (default: the packaged default space)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size (default: 64)")
-    p.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
-                   help="architectures evaluated in parallel processes (default: min(2, cores))")  # fmt: skip
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker (default: 1)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=d["batch_size"],
+                   help=f"training batch size (default: {d['batch_size']})")  # fmt: skip
+    p.add_argument("--workers", type=positive_int, default=min(d["workers"], os.cpu_count() or 1),
+                   help=f"architectures evaluated in parallel processes (default: min({d['workers']}, cores))")  # fmt: skip
+    p.add_argument("--threads", type=positive_int, default=d["threads"],
+                   help=f"torch threads per worker (default: {d['threads']})")  # fmt: skip
     p.add_argument("--out", help="also write the JSON report to this file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    old_spellings(p, {"--n": "--trials", "--epochs-proxy": "--epochs", "--epochs-ref": "--ref-epochs",
+                      "--proxy-fraction": "--data-fraction", "--top-k": "--top"})  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -75,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
     data, notice = resolve_data_arg(args.data)
     settings = FidelitySettings(
-        n=args.n, seed=args.seed, epochs_proxy=args.epochs_proxy, epochs_ref=args.epochs_ref,
+        n=args.trials, seed=args.seed, epochs_proxy=args.epochs, epochs_ref=args.ref_epochs,
         proxy_resolution=args.proxy_resolution, ref_resolution=args.ref_resolution,
-        proxy_fraction=args.proxy_fraction, proxy_width=args.proxy_width, top_k=args.top_k, data=data, batch_size=args.batch_size,
-        threads=args.threads, workers=args.workers, space=args.space,
+        proxy_fraction=args.data_fraction, proxy_width=args.proxy_width, top_k=args.top, data=data,
+        batch_size=args.batch_size, threads=args.threads, workers=args.workers, space=args.space,
     )  # fmt: skip
     out_path = Path(args.out) if args.out else None
     if out_path is not None:

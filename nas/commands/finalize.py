@@ -8,7 +8,10 @@ import sys
 
 from search_space.text import printable
 
-from ..cli_utils import DATA_HELP, non_negative_int, positive_int, print_json, resolution_arg
+from train_proxy import proxy_defaults as D
+
+from ..cli_utils import (DATA_HELP, batch_size_arg, non_negative_int, old_spellings, positive_int, print_json,
+                         resolution_arg)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,17 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=non_negative_int, action="append", metavar="N", help="trial to train (repeatable)")
     pick.add_argument("--top", type=positive_int, metavar="K", help="the K most accurate complete feasible trials")
-    p.add_argument("--epochs", type=positive_int, default=10, help="epochs of each full training (default 10)")
-    p.add_argument("--resolution", type=resolution_arg, help="training resolution (default: the run's proxy resolution)")
+    p.add_argument("--epochs", type=positive_int, default=D.FULL_EPOCHS,
+                   help=f"epochs of each full training (default {D.FULL_EPOCHS})")  # fmt: skip
+    p.add_argument("--proxy-resolution", type=resolution_arg,
+                   help="training resolution, a multiple of 32 (default: the run's proxy resolution)")  # fmt: skip
     p.add_argument("--data", help=f"{DATA_HELP} (default: the run's data)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of AdamW (default 2e-3)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=D.BATCH_SIZE, help=f"batch size (default {D.BATCH_SIZE})")
+    p.add_argument("--lr", type=float, default=D.LR, help=f"peak learning rate of AdamW (default {D.LR:g})")
+    p.add_argument("--seed", type=int, default=D.SEED, help=f"training seed (default {D.SEED})")
     p.add_argument("--concurrency", type=positive_int, help="trainings at a time (default: one per CPU, at most "
                    "the number of trainings)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, help="CPU threads per training (default: CPUs / concurrency)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--device", default=D.DEVICE, help=f"training device: auto (default {D.DEVICE}), cpu or cuda[:N]")
     p.add_argument("--json", action="store_true", help="print one JSON list")
+    old_spellings(p, {"--resolution": "--proxy-resolution"})
     p.set_defaults(func=run)
 
 
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.lr > 0 and args.lr < 10):
         raise UserError(f"--lr must be a positive number below 10, got {args.lr}")
-    options = FinalizeOptions(epochs=args.epochs, resolution=args.resolution, data=args.data,
+    options = FinalizeOptions(epochs=args.epochs, resolution=args.proxy_resolution, data=args.data,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)  # fmt: skip
     cpus = os.cpu_count() or 1
     provisional_threads = args.threads or 1

@@ -9,7 +9,9 @@ import time
 from search_space.text import printable
 from search_space import analytic_cost, resolve_config
 
-from ..cli_utils import non_negative_int, positive_int, print_json, resolution_arg
+from train_proxy.latency import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_REPEATS, DEFAULT_WARMUP
+
+from ..cli_utils import non_negative_int, old_spellings, positive_int, print_json, resolution_arg
 from ..units import format_macs
 
 
@@ -23,15 +25,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "measured once per device and cached on disk).",
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. cmt_s) or path to a model config YAML")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--latency-device", default=DEFAULT_DEVICE,
+                   help=f"the device to time the model on: cpu, cuda or cuda:N (default: {DEFAULT_DEVICE})")  # fmt: skip
     p.add_argument("--runtime", default="torch",
                    help="torch (eager, default), torchscript (traced and frozen) or onnxruntime (the ONNX export "
                         "in an InferenceSession with all graph optimisations)")  # fmt: skip
-    p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default: 1)")
+    p.add_argument("--latency-batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE})")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op CPU threads (default: 1)")
-    p.add_argument("--resolution", type=resolution_arg, help="input side (default: the config's own)")
-    p.add_argument("--repeats", type=positive_int, default=30, help="timed runs (default: 30)")
-    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed warm-up runs (default: 10)")
+    p.add_argument("--resolution", type=resolution_arg,
+                   help="the model's (deploy) input side (default: the config's own)")  # fmt: skip
+    p.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
+                   help=f"timed runs (default: {DEFAULT_REPEATS})")  # fmt: skip
+    p.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP,
+                   help=f"untimed warm-up runs (default: {DEFAULT_WARMUP})")  # fmt: skip
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--predict", action="store_true", help="also predict with the per-block lookup table")
@@ -39,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cache-dir", help="latency table cache (default: $HYBRID_NAS_CACHE/latency or ~/.cache/hybrid-nas/latency)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    old_spellings(p, {"--device": "--latency-device", "--batch-size": "--latency-batch-size"})
     p.set_defaults(func=run)
 
 
@@ -51,14 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from train_proxy.runtimes import check_runtime
 
     cfg = resolve_config(args.model)
-    resolve_device(args.device)  # fail fast, before any work, if the device is missing
-    check_runtime(args.runtime, args.device)
+    resolve_device(args.latency_device)  # fail fast, before any work, if the device is missing
+    check_runtime(args.runtime, args.latency_device)
     resolution = args.resolution or cfg.resolution
     out: dict = {"name": cfg.name}
 
     if args.predict:
         predictor = LatencyPredictor.for_device(
-            args.device, args.threads, args.batch_size, args.cache_dir,
+            args.latency_device, args.threads, args.latency_batch_size, args.cache_dir,
             channels_last=args.channels_last, bf16=args.bf16, progress=sys.stderr.isatty(), runtime=args.runtime,
         )  # fmt: skip
         start = time.perf_counter()
@@ -68,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=args.warmup + args.repeats, desc=f"timing {cfg.name}", unit="run", leave=False,
               file=sys.stderr, disable=None) as bar:  # fmt: skip
         result = measure_latency(
-            cfg, device=args.device, batch_size=args.batch_size, threads=args.threads, resolution=resolution,
-            warmup=args.warmup, repeats=args.repeats, channels_last=args.channels_last, bf16=args.bf16,
-            progress=bar.update, runtime=args.runtime,
+            cfg, device=args.latency_device, batch_size=args.latency_batch_size, threads=args.threads,
+            resolution=resolution, warmup=args.warmup, repeats=args.repeats, channels_last=args.channels_last,
+            bf16=args.bf16, progress=bar.update, runtime=args.runtime,
         )  # fmt: skip
     out.update(
         latency_ms=result.median_ms,

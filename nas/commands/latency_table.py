@@ -7,7 +7,9 @@ import sys
 
 from search_space.text import printable
 
-from ..cli_utils import non_negative_int, positive_int, print_json
+from train_proxy.latency import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_REPEATS, DEFAULT_WARMUP
+
+from ..cli_utils import non_negative_int, old_spellings, positive_int, print_json
 
 CALIBRATION_SEED = 10_000  # random architectures of the space, apart from those a benchmark evaluates
 
@@ -29,15 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "continued when it was measured with the same settings)")  # fmt: skip
     b.add_argument("--runtime", default="torch", help="torch (default), torchscript or onnxruntime")
     b.add_argument("--space", default="default", help="default or a search space YAML (default: default)")
-    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    b.add_argument("--latency-device", default=DEFAULT_DEVICE,
+                   help=f"the device to time on: cpu, cuda or cuda:N (default {DEFAULT_DEVICE})")  # fmt: skip
     b.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
-    b.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)")
-    b.add_argument("--warmup", type=non_negative_int, default=5, help="untimed runs per entry (default 5)")
-    b.add_argument("--repeats", type=positive_int, default=20, help="timed runs per entry, median kept (default 20)")
+    b.add_argument("--latency-batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help=f"images per forward pass (default {DEFAULT_BATCH_SIZE})")  # fmt: skip
+    b.add_argument("--warmup", type=non_negative_int, default=DEFAULT_WARMUP,
+                   help=f"untimed runs per entry (default {DEFAULT_WARMUP})")  # fmt: skip
+    b.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
+                   help=f"timed runs per entry, median kept (default {DEFAULT_REPEATS})")  # fmt: skip
     b.add_argument("--calibrate", type=non_negative_int, default=12, metavar="N",
                    help="whole networks (random ones of the space) measured to fit the table's correction of "
                         "the sum of parts, per block family (default 12; 0: none)")  # fmt: skip
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    old_spellings(b, {"--device": "--latency-device", "--batch-size": "--latency-batch-size"})
     b.set_defaults(func=run_build)
     c = verbs.add_parser("check", help="does a table cover a search space? (exit 2 naming what is missing)")
     c.add_argument("table", metavar="TABLE.json")
@@ -55,7 +62,7 @@ def run_build(args: argparse.Namespace) -> int:
     from train_proxy.latency_table import LatencyPredictor
     from train_proxy.runtimes import check_runtime
 
-    check_runtime(args.runtime, args.device)
+    check_runtime(args.runtime, args.latency_device)
     space = load_space(args.space)
     out = Path(args.out)
     from results.run_dir import refuse_run_records
@@ -66,7 +73,7 @@ def run_build(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: directory {out.parent} does not exist")
     predictor = LatencyPredictor.for_table_file(
-        out, device=args.device, threads=args.threads, batch_size=args.batch_size, runtime=args.runtime,
+        out, device=args.latency_device, threads=args.threads, batch_size=args.latency_batch_size, runtime=args.runtime,
         warmup=args.warmup, repeats=args.repeats, resolution=space.resolution,
     )  # fmt: skip
     networks = list(covering_networks(space))

@@ -12,16 +12,17 @@ from search_space.files import make_output_dir
 
 from results.run_dir import refuse_run_records
 
-from ..cli_utils import positive_int
+from ..cli_utils import old_spellings, positive_int
 from ..units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="write random valid configs from the search space")
-    p.add_argument("--n", type=positive_int, default=8, help="number of configs (default 8)")
+    p.add_argument("--trials", type=positive_int, default=8, help="number of configs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
     p.add_argument("--out", required=True, type=Path, help="directory to write sample_NNN.yaml into")
     p.add_argument("--space", type=Path, help="search space YAML (default: the packaged space)")
+    old_spellings(p, {"--n": "--trials"})
     p.set_defaults(func=run)
 
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_run_records(args.out, "--out")
     make_output_dir(args.out, flag="--out")
     rng = random.Random(args.seed)
-    for i in range(args.n):
+    for i in range(args.trials):
         cfg = space.sample(rng).replace(name=f"sample_{i:03d}")
         path = args.out / f"{cfg.name}.yaml"
         cfg.save(path)

@@ -11,7 +11,9 @@ from search_space import resolve_config
 
 from train_proxy.zero_cost import PROXIES
 
-from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
+from train_proxy import proxy_defaults as D
+
+from ..cli_utils import DATA_HELP, old_spellings, positive_int, print_json, resolution_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="NAME_OR_YAML", help="zoo name (e.g. cmt_s) or path to a model config YAML")
     p.add_argument("--proxy", required=True, choices=PROXIES, help="which score")
-    p.add_argument("--resolution", type=resolution_arg, default=32, help="input side (default: 32, the proxy's)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images in the batch (default: 32)")
+    p.add_argument("--proxy-resolution", type=resolution_arg, default=D.RESOLUTION,
+                   help=f"input side (default: {D.RESOLUTION}, the proxy's)")  # fmt: skip
+    p.add_argument("--score-batch-size", type=positive_int, default=D.SCORE_BATCH_SIZE,
+                   help=f"images in the one batch the score sees (not a training batch; default: {D.SCORE_BATCH_SIZE})")  # fmt: skip
     p.add_argument("--data", help=DATA_HELP)
-    p.add_argument("--seed", type=int, default=0, help="draws the initial weights and the batch (default: 0)")
+    p.add_argument("--seed", type=int, default=D.SEED,
+                   help=f"draws the initial weights and the batch (default: {D.SEED})")  # fmt: skip
     p.add_argument(
         "--threads",
         type=positive_int,
@@ -36,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch CPU threads (default: 1; more threads than free cores slow torch down badly)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    old_spellings(p, {"--resolution": "--proxy-resolution", "--batch-size": "--score-batch-size"})
     p.set_defaults(func=run)
 
 
@@ -55,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         args.proxy,
         data=data,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
+        resolution=args.proxy_resolution,
+        batch_size=args.score_batch_size,
         seed=args.seed,
         threads=args.threads,
     )
@@ -66,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         "proxy": args.proxy,
         "score": score if math.isfinite(score) else None,  # JSON has no infinities
         "finite": math.isfinite(score),
-        "resolution": args.resolution,
-        "batch_size": args.batch_size,
+        "resolution": args.proxy_resolution,
+        "batch_size": args.score_batch_size,
         "data": data,
         "seed": args.seed,
         "seconds": seconds,
@@ -75,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{printable(cfg.name)}: {args.proxy} = {score:.6g}  (resolution {args.resolution}, batch {args.batch_size}, "
+    print(f"{printable(cfg.name)}: {args.proxy} = {score:.6g}  (resolution {args.proxy_resolution}, batch {args.score_batch_size}, "
           f"data {printable(args.data)}, seed {args.seed}, {seconds:.1f} s)")  # fmt: skip
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from ..cli_utils import DATA_HELP, non_negative_int, positive_int, resolution_arg
+from ..cli_utils import DATA_HELP, non_negative_int, old_spellings, positive_int, resolution_arg
 from ..search import settings as S
 
 DEFAULTS = textwrap.fill(
@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(required for a new run)")  # fmt: skip
     g.add_argument("--params", metavar="N", help="parameter limit: 30M, 2.5M, 3e7")
     g.add_argument("--latency-ms", metavar="MS", help="latency limit (batch 1, one thread), predicted per block")
-    g.add_argument("--device", choices=S.DEVICES, help="latency device (default cpu)")
+    g.add_argument("--latency-device", choices=S.DEVICES,
+                   help=f"the device whose latency is predicted and measured (default {S.DEFAULT_LATENCY_DEVICE}; "
+                        "the trials' training device is chosen by Ray)")  # fmt: skip
     g.add_argument("--latency-table", metavar="TABLE.json",
                    help="predict latency with a table built on the target device (nas latency-table build "
                         "there); default: a table measured on this machine")  # fmt: skip
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"architectures to train (default {S.DEFAULT_TRIALS}); infeasible and duplicate "
                         "candidates are free and do not count")  # fmt: skip
     o.add_argument("--space", metavar="SPACE.yaml", help="search space YAML (default: the packaged space)")
-    o.add_argument("--seed", type=non_negative_int, help="sampler and data seed (default 0)")
+    o.add_argument("--seed", type=non_negative_int, help=f"sampler and data seed (default {S.DEFAULT_SEED})")
     t = p.add_argument_group("proxy training")
     t.add_argument("--epochs", type=positive_int, help=f"proxy epochs per trial (default {S.DEFAULT_EPOCHS})")
     t.add_argument("--proxy-resolution", type=resolution_arg,
@@ -70,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--proxy-width", metavar="W",
                    help=f"width multiplier of the proxy model (default {S.DEFAULT_PROXY_WIDTH:g}; 1 trains the real widths)")  # fmt: skip
     t.add_argument("--batch-size", type=positive_int, help=f"proxy batch size (default {S.DEFAULT_BATCH_SIZE})")
-    t.add_argument("--data-fraction", metavar="F", help=f"fraction of the training data (default {S.DEFAULT_DATA_FRACTION:g})")
+    t.add_argument("--data-fraction", metavar="F",
+                   help=f"fraction of the training data, in (0, 1] (default {S.DEFAULT_DATA_FRACTION:g})")  # fmt: skip
     t.add_argument("--data", metavar="SPEC", help=DATA_HELP)
     r = p.add_argument_group("resources and run directory")
     r.add_argument("--concurrency", type=positive_int, help="trials at a time (default: one per CPU of the cluster)")
@@ -88,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "database, search in the journal)")  # fmt: skip
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out to the requested --trials (its other settings are kept)")  # fmt: skip
+    old_spellings(p, {"--device": "--latency-device"})
     p.set_defaults(func=run)
 
 

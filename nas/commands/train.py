@@ -14,45 +14,49 @@ from typing import Any
 from search_space import ArchConfig, UserError, resolve_config
 from search_space.text import printable
 
-from ..cli_utils import DATA_HELP, positive_int, print_json, resolution_arg
+from train_proxy import proxy_defaults as D
+
+from ..cli_utils import (DATA_HELP, batch_size_arg, fraction_arg, old_spellings, old_value_form, positive_int,
+                         print_json, resolution_arg, width_arg)  # fmt: skip
 from ..units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="proxy-train a model on a small dataset",
-        description="Train a zoo model or model config as a proxy (low resolution, few epochs, AdamW with "
-        "warm-up and cosine decay, label smoothing, light augmentation) and report validation accuracy. "
+        help="train a model: a proxy, or the real network (kept and resumable with --save)",
+        description="Train a zoo model or model config (AdamW with warm-up and cosine decay, label smoothing, "
+        "light augmentation) and report validation accuracy. By default it trains the real network: its own "
+        f"widths (--proxy-width {D.FULL_WIDTH:g}) on all the training data (--data-fraction {D.FULL_DATA_FRACTION:g}) "
+        f"for {D.FULL_EPOCHS} epochs at {D.RESOLUTION} px; --proxy-width and --data-fraction train a proxy of it. "
         "The class count comes from the data. Stochastic depth: a proxy run (below the config's resolution, "
         "on a fraction of the data or at another width) trains without it; a full run (the config's width at "
         "its resolution or above, all the data) uses the config's drop_path_rate; --drop-path overrides both. "
-        "With --save DIR the training is kept and can be continued with --resume DIR. "
+        "With --save DIR the training is kept; --save DIR --resume continues it. "
         "Exit status 1 when the training fails (non-finite loss).",
     )
     p.add_argument("model", metavar="NAME_OR_YAML", nargs="?",
                    help="zoo name (e.g. van_b0) or path to a model config YAML (not with --resume)")  # fmt: skip
-    keep = p.add_mutually_exclusive_group()
-    keep.add_argument("--save", metavar="DIR",
-                      help="keep the training in DIR (a new or empty directory): weights (model.safetensors), "
-                           "config.yaml and the training state after every epoch, history.json and curves.png; "
-                           "at the end the test-split accuracy, result.json and card.md")  # fmt: skip
-    keep.add_argument("--resume", metavar="DIR",
-                      help="continue the training kept in DIR (after a crash or kill) with its saved settings; "
-                           "on the same device and threads it ends with the weights of an uninterrupted run")  # fmt: skip
+    p.add_argument("--save", metavar="DIR",
+                   help="keep the training in DIR (a new or empty directory): weights (model.safetensors), "
+                        "config.yaml and the training state after every epoch, history.json and curves.png; "
+                        "at the end the test-split accuracy, result.json and card.md")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue the training kept in --save DIR (after a crash or kill) with its saved settings; "
+                        "on the same device and threads it ends with the weights of an uninterrupted run")  # fmt: skip
     p.add_argument("--data", help=DATA_HELP)
-    p.add_argument("--epochs", type=positive_int, default=3, help="epochs (default 3)")
-    p.add_argument(
-        "--resolution", type=resolution_arg, default=32, help="proxy input side, a multiple of 32 (default 32)"
-    )
-    p.add_argument("--batch-size", type=_batch_size, default=64, help="batch size (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed; same seed and device give the same result (default 0)")
-    p.add_argument(
-        "--fraction", type=_fraction, default=1.0, help="share of the train split used, in (0, 1] (default 1)"
-    )
-    p.add_argument("--width-mult", type=_positive_float, default=1.0, help="width multiplier for the proxy (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=D.FULL_EPOCHS, help=f"epochs (default {D.FULL_EPOCHS})")
+    p.add_argument("--proxy-resolution", type=resolution_arg, default=D.RESOLUTION,
+                   help=f"training input side, a multiple of 32 (default {D.RESOLUTION})")  # fmt: skip
+    p.add_argument("--batch-size", type=batch_size_arg, default=D.BATCH_SIZE, help=f"batch size (default {D.BATCH_SIZE})")
+    p.add_argument("--seed", type=int, default=D.SEED,
+                   help=f"seed; same seed and device give the same result (default {D.SEED})")  # fmt: skip
+    p.add_argument("--data-fraction", type=fraction_arg, default=D.FULL_DATA_FRACTION,
+                   help=f"share of the train split used, in (0, 1] (default {D.FULL_DATA_FRACTION:g}: all of it)")  # fmt: skip
+    p.add_argument("--proxy-width", type=width_arg, default=D.FULL_WIDTH,
+                   help=f"width multiplier, in (0, {D.MAX_WIDTH:g}] (default {D.FULL_WIDTH:g}: the network's own widths)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's own choice)")
-    p.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate of AdamW (default 2e-3)")
+    p.add_argument("--lr", type=_positive_float, default=D.LR, help=f"peak learning rate of AdamW (default {D.LR:g})")
     p.add_argument(
         "--drop-path",
         type=_rate,
@@ -60,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stochastic depth maximum in [0, 1), spread linearly over the blocks (default: 0 for a proxy run, "
         "the config's drop_path_rate for a full run)",
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+    p.add_argument("--device", default=D.DEVICE, help=f"training device: auto (default {D.DEVICE}), cpu or cuda[:N]")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=D.PRECISION,
                    help="on CUDA: auto (default: bf16 autocast where the GPU has it natively, else fp16 with a "
                         "gradient scaler), bf16, fp16 or fp32; the CPU computes in fp32")  # fmt: skip
     p.add_argument("--test", action="store_true",
@@ -69,13 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "kept apart from training and validation, never used by searches)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    old_spellings(p, {"--resolution": "--proxy-resolution", "--fraction": "--data-fraction",
+                      "--width-mult": "--proxy-width"})  # fmt: skip
+    old_value_form(p, "--resume", into="--save")  # nas train --resume DIR (before --resume was a switch)
     p.set_defaults(func=run)
     p.set_defaults(training_defaults={flag: p.get_default(flag) for flag in TRAINING_FLAGS})
 
 
 # training flags --resume refuses: it continues with the saved ones
-TRAINING_FLAGS = ("data", "epochs", "resolution", "batch_size", "seed", "fraction", "width_mult", "threads", "lr",
-                  "drop_path", "device", "precision", "test")  # fmt: skip
+TRAINING_FLAGS = ("data", "epochs", "proxy_resolution", "batch_size", "seed", "data_fraction", "proxy_width", "threads",
+                  "lr", "drop_path", "device", "precision", "test")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, at: "_Progress") -> int:
     from train_proxy import ProxySpec, load_data, train_proxy
-    from train_proxy.trainer import warmup_epochs
     from results.cards import trained_card
     from train_proxy import keep as kept
     from results.run_dir import refuse_run_records
@@ -116,15 +122,14 @@ def _train(args: argparse.Namespace, at: "_Progress") -> int:
         data, notice = keep.settings()["data"], None
     else:
         if not args.model:
-            raise UserError("give a model (zoo name or config YAML) or --resume DIR")
+            raise UserError("give a model (zoo name or config YAML), or --save DIR --resume")
         cfg = resolve_config(args.model)
-        spec = ProxySpec(
-            resolution=args.resolution,
+        spec = ProxySpec(  # the warm-up follows the one rule (proxy_defaults.warmup_epochs)
+            resolution=args.proxy_resolution,
             epochs=args.epochs,
-            warmup_epochs=warmup_epochs(args.epochs),
             batch_size=args.batch_size,
-            data_fraction=args.fraction,
-            width_multiplier=args.width_mult,
+            data_fraction=args.data_fraction,
+            width_multiplier=args.proxy_width,
             seed=args.seed,
             lr=args.lr,
             threads=args.threads,
@@ -143,7 +148,7 @@ def _train(args: argparse.Namespace, at: "_Progress") -> int:
         raise UserError(f"--test: {bundle.name} has no official test split (fashion-mnist and mnist:DIR have one)")
     if notice:
         print(printable(notice), file=sys.stderr)
-    if args.save:
+    if args.save and not args.resume:
         # a kept training scores its test split at the end, when the data has one
         evaluate_test = args.test or bundle.test is not None
         keep = TrainingDir.create(args.save)  # everything checked: now the first write
@@ -229,10 +234,10 @@ def _interrupted_line(signum: int, at: _Progress) -> str:
         if not at.training:
             return f"{what} before the training started; nothing was written"
         return (f"{what} during epoch {at.finished + 1}{of}; nothing was kept (nas train --save DIR keeps a training "
-                "that nas train --resume DIR continues)")  # fmt: skip
+                "that nas train --save DIR --resume continues)")  # fmt: skip
     from train_proxy import keep as kept
 
-    where, again = at.keep.path, f"nas train --resume {shlex.quote(str(at.keep.path))}"
+    where, again = at.keep.path, f"nas train --save {shlex.quote(str(at.keep.path))} --resume"
     try:
         done = kept.finished(at.keep)
         saved = kept.epochs_kept(at.keep)
@@ -262,12 +267,14 @@ def _resumed(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from train_proxy.checkpoint import TrainingDir
 
     if args.model:
-        raise UserError("--resume DIR continues the training kept there; give no model")
+        raise UserError("--resume continues the training kept in --save DIR; give no model")
+    if not args.save:
+        raise UserError("--resume continues the training kept in a directory: give it with --save DIR")
     defaults = args.training_defaults
     changed = [f"--{flag.replace('_', '-')}" for flag in TRAINING_FLAGS if getattr(args, flag) != defaults.get(flag)]
     if changed:
         raise UserError(f"--resume continues with the saved settings; drop {', '.join(changed)}")
-    return TrainingDir.open(args.resume)
+    return TrainingDir.open(args.save)
 
 
 def _provenance(args: argparse.Namespace) -> dict:
@@ -283,7 +290,8 @@ def _provenance(args: argparse.Namespace) -> dict:
 
 def default_drop_path(cfg: ArchConfig, args: argparse.Namespace) -> float | None:
     """None (the config's own rate) for a full run, 0 for a proxy run."""
-    full = args.resolution >= cfg.resolution and args.fraction == 1.0 and args.width_mult == 1.0
+    full = (args.proxy_resolution >= cfg.resolution and args.data_fraction == D.FULL_DATA_FRACTION
+            and args.proxy_width == D.FULL_WIDTH)  # fmt: skip
     return None if full else 0.0
 
 
@@ -311,18 +319,4 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
     if not 0.0 <= value < 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def _batch_size(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError("must be >= 2 (batch norm needs two samples)")
     return value

@@ -341,7 +341,7 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     if plan.study_storage.is_database:  # the URL as run.json records it: never the password
         err_console.print(printable(f"study {plan.study_storage.study_name} in {plan.study_storage.describe()}"), highlight=False)
     if plan.predictor is not None and not plan.predictor.frozen:  # every block is timed before any trial runs
-        from .latency_warmup import warm_up
+        from train_proxy.latency_warmup import warm_up
 
         warm_up(plan.predictor, plan.space, lambda line: err_console.print(line, highlight=False))
     previous_term = signal.signal(signal.SIGTERM, _sigterm_to_sigint)

@@ -55,7 +55,7 @@ from search_space.files import is_disk_full
 
 from ..units import format_count, format_macs
 from .faults import DriverFaults
-from results.run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status
+from results.run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status, trained_arch_index
 from .settings import SearchSettings
 from results.storage import Outage, connection_error, has_heartbeat, redact
 
@@ -181,10 +181,11 @@ class NasSearcher(OptunaSearch):
 
     # -- state from the study (resume) ---------------------------------------------------
     def _index_study(self) -> None:
-        for t in self.study.get_trials(deepcopy=False):
-            h = t.user_attrs.get("arch_hash")
-            if h and counts_as_trained(frozen_status(t), t.user_attrs):
-                self.by_hash.setdefault(h, t.number)
+        trials = self.study.get_trials(deepcopy=False)
+        # in the current hash version, whatever version the run's earlier segments stored
+        self.by_hash.update(trained_arch_index(trials))
+        for t in trials:
+            if counts_as_trained(frozen_status(t), t.user_attrs):
                 self.outcomes[t.number] = (t.state, t.values, dict(t.user_attrs))
 
     def live_trial_ids(self) -> list[int]:

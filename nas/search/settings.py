@@ -34,8 +34,19 @@ from results.settings import (  # noqa: F401 - the search's settings, re-exporte
 )
 from search_space import SearchSpace
 from search_space.errors import UserError
+from train_proxy import proxy_defaults as proxy
+from train_proxy.latency import DEFAULT_DEVICE as DEFAULT_LATENCY_DEVICE  # noqa: F401 - SearchSettings.device
 
 from ..units import format_count, format_macs, parse_count, parse_macs
+
+DEFAULT_SEED = proxy.SEED
+
+# the flag of each setting where it is not the setting's name with dashes (run.json keeps the names)
+FLAGS = {"budget_macs": "--budget", "max_params": "--params", "device": "--latency-device"}
+
+
+def flag_of(name: str) -> str:
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -72,8 +83,9 @@ def parse_fraction(text: str) -> float:
         value = float(text)
     except ValueError:
         raise UserError(f"malformed --data-fraction '{text}' (expected a number in (0, 1])") from None
-    if not math.isfinite(value) or not 0 < value <= 1:
-        raise UserError(f"--data-fraction {text} must be in (0, 1]")
+    why = proxy.fraction_problem(value)
+    if why:
+        raise UserError(f"--data-fraction {text} {why}")
     return value
 
 
@@ -82,8 +94,9 @@ def parse_width(text: str) -> float:
         value = float(text)
     except ValueError:
         raise UserError(f"malformed --proxy-width '{text}' (expected a width multiplier, e.g. 0.5)") from None
-    if not math.isfinite(value) or not 0 < value <= 4:
-        raise UserError(f"--proxy-width {text} must be in (0, 4]")
+    why = proxy.width_problem(value)
+    if why:
+        raise UserError(f"--proxy-width {text} {why}")
     return value
 
 
@@ -118,7 +131,9 @@ def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         given["space"] = str(Path(args.space).resolve())  # recorded absolute: a resume may run elsewhere
     if getattr(args, "latency_table", None) is not None:
         given["latency_table"] = str(Path(args.latency_table).resolve())
-    for name in ("device", "sampler", "trials", "epochs", "proxy_resolution", "concurrency", "seed", "data",
+    if getattr(args, "latency_device", None) is not None:
+        given["device"] = args.latency_device  # SearchSettings.device is the latency device
+    for name in ("sampler", "trials", "epochs", "proxy_resolution", "concurrency", "seed", "data",
                  "batch_size", "max_failures", "threads"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
@@ -150,7 +165,7 @@ def resumed_settings(stored: Mapping[str, Any], args: argparse.Namespace) -> Sea
         if name in MUTABLE_ON_RESUME:
             changes[name] = value
         elif value != old:
-            flag = "--" + {"budget_macs": "budget", "max_params": "params"}.get(name, name).replace("_", "-")
+            flag = flag_of(name)
             raise UserError(
                 f"{flag} {_show(name, value)} differs from the run's {_show(name, old)}; "
                 f"--resume continues a run with its own settings (only --trials, --concurrency, --address, "
@@ -176,18 +191,20 @@ def check_consistency(s: SearchSettings, given: Mapping[str, Any]) -> None:
     if s.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler '{s.sampler}' (choose from {', '.join(SAMPLERS)})")
     if s.device not in DEVICES:
-        raise UserError(f"unknown device '{s.device}' (choose from {', '.join(DEVICES)})")
+        raise UserError(f"unknown --latency-device '{s.device}' (choose from {', '.join(DEVICES)})")
     if "device" in given and not s.uses_latency:
-        raise UserError("--device is the latency device; it needs --latency-ms or a latency objective")
+        raise UserError("--latency-device is the device whose latency is predicted; it needs --latency-ms or a "
+                        "latency objective")  # fmt: skip
     if s.latency_table is not None and not s.uses_latency:
         raise UserError("--latency-table predicts latency; it needs --latency-ms or a latency objective")
     if s.latency_table is not None and "device" in given:
-        raise UserError("--latency-table names its own (target) device; drop --device")
+        raise UserError("--latency-table names its own (target) device; drop --latency-device")
     for name in ("trials", "epochs"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
-    if s.batch_size < 2:  # batch norm needs two samples: every trial would fail
-        raise UserError(f"--batch-size must be >= 2 (batch norm needs two samples), got {s.batch_size}")
+    why = proxy.batch_size_problem(s.batch_size)  # batch norm needs two samples: every trial would fail
+    if why:
+        raise UserError(f"--batch-size {why}, got {s.batch_size}")
     if s.concurrency is not None and s.concurrency < 1:
         raise UserError(f"--concurrency must be >= 1, got {s.concurrency}")
     if s.threads is not None and s.threads < 1:

@@ -5,6 +5,17 @@ al., 2020), ``gc`` (GCNet, Cao et al., 2019), ``cat`` (Wu et al., 2022) and ``wa
 (WaveNet-C, Salman et al., 2022). See each file for the module and its counting.
 """
 
-from .registry import AttentionType, attention_names, bottleneck_width, get_attention, register
+from .registry import (
+    NO_ATTENTION,
+    AttentionStyle,
+    AttentionType,
+    attention_names,
+    attention_style,
+    attention_styles,
+    bottleneck_width,
+    get_attention,
+    register,
+)
 
-__all__ = ["AttentionType", "attention_names", "bottleneck_width", "get_attention", "register"]
+__all__ = ["NO_ATTENTION", "AttentionStyle", "AttentionType", "attention_names", "attention_style",
+           "attention_styles", "bottleneck_width", "get_attention", "register"]  # fmt: skip

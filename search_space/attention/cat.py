@@ -103,5 +103,7 @@ register(
         "mixed by trainable colla-factors",
         reference="Wu et al., CAT: Learning to Collaborate Channel and Spatial Attention from "
         "Multi-Information Fusion, IET Computer Vision 2023 (arXiv 2212.06335)",
+        label="CAT",
+        hatch="\\\\",  # plots: drawn over the block colour
     )
 )

@@ -42,5 +42,7 @@ register(
         size_dependent=False,
         description="ECA: GAP -> 1-D conv over channels (adaptive odd kernel) -> sigmoid channel gate",
         reference="Wang et al., ECA-Net, CVPR 2020",
+        label="ECA",
+        hatch="..",  # plots: drawn over the block colour
     )
 )

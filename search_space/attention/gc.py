@@ -70,5 +70,7 @@ register(
         size_dependent=True,
         description="global context: softmax attention pooling -> 1x1 (C/4, min 8) -> LN -> ReLU -> 1x1, added",
         reference="Cao et al., GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond, 2019",
+        label="GC",
+        hatch="xx",  # plots: drawn over the block colour
     )
 )

@@ -14,5 +14,7 @@ register(
         cost=lambda channels, size: ZERO,
         size_dependent=False,
         description="no attention",
+        label="none",
+        hatch="",  # plots: no hatching
     )
 )

@@ -40,5 +40,7 @@ register(
         size_dependent=False,
         description="squeeze-excitation: GAP -> 1x1 (C/4, min 8) -> ReLU -> 1x1 -> sigmoid channel gate",
         reference="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018",
+        label="SE",
+        hatch="//",  # plots: drawn over the block colour
     )
 )

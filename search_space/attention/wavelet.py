@@ -76,5 +76,7 @@ register(
         size_dependent=True,
         description="WaveNet-C: recursive learned 2x2 (Haar-initialised) compression to 1x1 -> SE excitation",
         reference="Salman et al., WaveNets: Wavelet Channel Attention Networks, 2022 (arXiv 2211.02695)",
+        label="wavelet",
+        hatch="oo",  # plots: drawn over the block colour
     )
 )

@@ -193,7 +193,9 @@ register(
         description="ACmix: shared 1x1 q/k/v -> window self-attention + shift convolution, learned mix",
         knobs=("heads", "attn_kernel", "conv_kernel"),
         divides_width=("heads",),
+        odd=("attn_kernel", "conv_kernel"),  # a window and a shift kernel centred on the pixel
         summary=acmix_summary,
+        label="ACmix",
         colour="#ff7f0e",
         limits={  # tighter than the backstops of search_space.config.LIMITS, for what ACmix does with them
             # the window attention stacks k x k logit maps and loops over k x k shifted views (961 at 31)

@@ -169,6 +169,7 @@ register(
         divides_width=("heads",),
         divides_feature_map=("kv_reduction",),  # the bias is sized for an exact K/V grid
         summary=lambda stage: {"heads": str(stage.heads), "kv_reduction": str(stage.kv_reduction)},
+        label="CMT",
         colour="#2ca02c",
     )
 )

@@ -12,23 +12,21 @@ adding a family edits no other file. Helper modules that register nothing are ha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional
 
 from torch import nn
 
-from ..config import LIMITS, Limit, StageConfig
+from .. import config
+from ..config import KNOB_FIELDS, LIMITS, Limit, StageConfig, _shown
 from ..cost import ZERO, Cost
 from ..discovery import import_package_modules
 
 # Stage fields every block reads (or the stage itself uses: depth, the patch embedding, the
-# stage-end norm). Any other StageConfig field is a block knob: read only by the block types
-# that declare it in ``knobs``, ignored (and not sampled) for the others.
-COMMON_STAGE_FIELDS = frozenset(
-    {"block", "depth", "width", "mlp_ratio", "channel_attention", "embed_kernel", "embed_stride", "embed_norm",
-     "out_norm"}
-)  # fmt: skip
-_STAGE_FIELDS = tuple(f.name for f in fields(StageConfig))
+# stage-end norm): `search_space.config.COMMON_STAGE_FIELDS`, the one list. Any other StageConfig
+# field is a block knob: read only by the block types that declare it in ``knobs``, ignored (and
+# not sampled) for the others.
+COMMON_STAGE_FIELDS = frozenset(config.COMMON_STAGE_FIELDS)
 DEFAULT_COLOUR = "#9a9a9a"
 
 
@@ -60,8 +58,12 @@ class BlockType:
       calls for a tighter one than the backstop of `search_space.config.LIMITS` (never a looser
       one), with the reason in its ``why``. `ArchConfig.validate` and `SearchSpace.validate`
       check every stage of the family against it before anything is built or counted.
+    * ``odd``: knobs that must be positive odd numbers (centred kernels). The rule holds for the
+      knob in every stage, as the bounds do: a stage whose block ignores the knob keeps a value
+      that stays valid should the stage switch to this block (`knob_problem`).
     * ``summary(stage)``: the block's cells of per-stage tables, keyed by column: ``heads``,
       ``kv_reduction``, ``kernels``; a missing column is shown as "-".
+    * ``label``: its name for people (cards, plots, help); the registry name when not given.
     * ``colour``: its colour in plots.
     """
 
@@ -78,10 +80,33 @@ class BlockType:
     summary: Callable[[StageConfig], Mapping[str, str]] = _no_summary
     colour: str = DEFAULT_COLOUR
     limits: Mapping[str, Limit] = field(default_factory=dict, hash=False)
+    odd: tuple[str, ...] = ()
+    label: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """The family's name for people: its ``label``, else its registry name."""
+        return self.label or self.name
 
     def reads(self, field: str) -> bool:
         """Whether this block type depends on the stage field ``field``."""
         return field in self.knobs or field not in block_knobs()
+
+    def read_fields(self) -> tuple[str, ...]:
+        """The StageConfig fields this block type depends on, in declaration order: the common
+        ones and its own knobs (what the architecture hash covers)."""
+        return tuple(name for name in config.STAGE_FIELDS if self.reads(name))
+
+    def knob_problem(self, stage: StageConfig) -> Optional[str]:
+        """The first knob of ``stage`` that breaks a value rule (``odd``), or None. A knob this
+        block reads follows this block's rules; one it ignores follows those of the blocks that
+        read it (so that it stays valid should the stage switch to one of them)."""
+        for knob in KNOB_FIELDS:
+            if knob in self.odd or (knob in odd_knobs() and not self.reads(knob)):
+                value = getattr(stage, knob)
+                if value < 1 or value % 2 == 0:
+                    return f"{knob} must be a positive odd number, got {_shown(value)}"
+        return None
 
     def limit(self, name: str) -> tuple[Limit, str]:
         """The bound of stage field ``name`` in a stage of this family, and whose it is ("" for the
@@ -111,18 +136,19 @@ class BlockType:
 _REGISTRY: dict[str, BlockType] = {}
 _loaded = False
 _block_knobs: frozenset[str] | None = None
+_odd_knobs: frozenset[str] | None = None
 
 
 def register(block_type: BlockType) -> BlockType:
-    global _block_knobs
+    global _block_knobs, _odd_knobs
     if block_type.name in _REGISTRY:
         raise ValueError(f"block type '{block_type.name}' registered twice")
-    declared = (*block_type.knobs, *block_type.divides_width, *block_type.divides_feature_map)
+    declared = (*block_type.knobs, *block_type.divides_width, *block_type.divides_feature_map, *block_type.odd)
     for knob in declared:
-        if knob not in _STAGE_FIELDS or knob in COMMON_STAGE_FIELDS:
+        if knob not in KNOB_FIELDS:
             raise ValueError(
                 f"block type '{block_type.name}': knob '{knob}' is not a block-specific StageConfig field "
-                f"(choose from {', '.join(f for f in _STAGE_FIELDS if f not in COMMON_STAGE_FIELDS)})"
+                f"(choose from {', '.join(KNOB_FIELDS)})"
             )
         if knob not in block_type.knobs:
             raise ValueError(f"block type '{block_type.name}': '{knob}' is constrained but not listed in knobs")
@@ -136,7 +162,7 @@ def register(block_type: BlockType) -> BlockType:
             raise ValueError(f"block type '{block_type.name}': the limits of '{knob}' must be a Limit within "
                              f"[{backstop.low:g}, {backstop.high:g}] (search_space.config.LIMITS)")  # fmt: skip
     _REGISTRY[block_type.name] = block_type
-    _block_knobs = None
+    _block_knobs = _odd_knobs = None
     return block_type
 
 
@@ -165,6 +191,31 @@ def block_knobs() -> frozenset[str]:
         _ensure_loaded()
         _block_knobs = frozenset(knob for bt in _REGISTRY.values() for knob in bt.knobs)
     return _block_knobs
+
+
+def odd_knobs() -> frozenset[str]:
+    """Every knob some registered block type declares ``odd``."""
+    global _odd_knobs
+    if _odd_knobs is None:
+        _ensure_loaded()
+        _odd_knobs = frozenset(knob for bt in _REGISTRY.values() for knob in bt.odd)
+    return _odd_knobs
+
+
+def readers_of(knob: str) -> tuple[BlockType, ...]:
+    """The registered block types that read ``knob``."""
+    return tuple(bt for bt in block_types() if knob in bt.knobs)
+
+
+def blocks_phrase(names: Iterable[str] | None = None) -> str:
+    """Block families for prose, by their labels, in the registry's order: ``"ACmix, CMT and VAN"``
+    (``names``: registry names; default every registered family; an unknown name as given)."""
+    wanted = set(block_names() if names is None else names)
+    labels = [bt.display_name for bt in block_types() if bt.name in wanted]
+    labels += sorted(n for n in wanted if n not in _REGISTRY)  # unknown names, as given
+    if len(labels) <= 1:
+        return "".join(labels)
+    return ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
 def get_block(name: str) -> BlockType:

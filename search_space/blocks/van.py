@@ -109,7 +109,9 @@ register(
         cost=van_block_cost,
         description="VAN: LKA (DW conv, dilated DW conv, 1x1) attention map + conv FFN, BatchNorm",
         knobs=("lka_kernel", "lka_dilated_kernel", "lka_dilation"),
+        odd=("lka_kernel", "lka_dilated_kernel"),  # centred depthwise kernels
         summary=van_summary,
+        label="VAN",
         colour="#1f77b4",
     )
 )
