@@ -60,8 +60,19 @@ CANDIDATES: dict[str, tuple[int, float, float, int]] = {
     "e1-w0.5-f0.1": (1, 0.5, 0.1, 32),
     "e1-w0.25-f0.25": (1, 0.25, 0.25, 32),
     "e1-w0.25-f0.1-r64": (1, 0.25, 0.1, 64),
+    # candidates for the search's lowest rung (multi-fidelity): fewer images at either width
+    "e1-w0.5-f0.03": (1, 0.5, 0.03, 32),
+    "e1-w0.25-f0.05": (1, 0.25, 0.05, 32),
+    "e1-w0.5-f0.05": (1, 0.5, 0.05, 32),
+    # a candidate for a rung above the default: three times the images
+    "e1-w0.5-f0.3": (1, 0.5, 0.3, 32),
 }
 ZERO_COST = ("synflow", "naswot", "gradnorm")
+# read from a training proxy's own task at no extra training (`derived_signals`): the training
+# speed estimate (TSE, Ru et al. 2021: minus the sum of the training losses; "tse-last" sums the
+# last epoch only) and the accuracy on a fixed stratified share of the validation split (what a
+# search rung that scores fewer validation images would have read)
+VAL_SUBSETS = {"val2000": 1 / 6, "val1000": 1 / 12}
 COUNTS = ("macs", "params")
 
 
@@ -145,10 +156,12 @@ def run_task(cfg_dict: dict[str, Any], signal: str) -> dict[str, Any]:
         spec = ProxySpec(resolution=resolution, epochs=epochs, width_multiplier=width, data_fraction=fraction,
                          warmup_epochs=warmup_epochs(epochs), seed=seed, threads=1, device="cpu")  # fmt: skip
         start = time.process_time()
-        result = train_proxy(cfg, spec, bundle)
+        # which validation images it got right: a validation subset is scored after the fact
+        result = train_proxy(cfg, spec, bundle, keep_val_correct=True)
         cpu = time.process_time() - start
         value = result.val_acc if result.status == "ok" else None
-        extra = {"status": result.status, "history": result.history, "n_train": result.n_train}
+        extra = {"status": result.status, "history": result.history, "n_train": result.n_train,
+                 "n_val": result.n_val, "val_correct": result.val_correct}  # fmt: skip
     else:
         _bundle(32)  # the score batch comes from the same decoded data
         start = time.process_time()
@@ -198,12 +211,16 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
                 task = json.loads(path.read_text())
                 row["values"][signal] = task["value"]
                 row["cpu_seconds"][signal] = task["cpu_seconds"]
+                for name, value in derived_signals(signal, task).items():
+                    row["values"][name] = value
+                    row["cpu_seconds"][name] = task["cpu_seconds"]
                 if signal == "reference":
                     row["reference_history"] = task.get("history")
         archs.append(row)
     reference = [a["values"].get("reference") for a in archs]
     signals = {}
-    for signal in [*CANDIDATES, *ZERO_COST, *COUNTS]:
+    derived = sorted({k for a in archs for k in a["values"] if " " in k})
+    for signal in [*CANDIDATES, *derived, *ZERO_COST, *COUNTS]:
         pairs = [(a["values"].get(signal), r) for a, r in zip(archs, reference)]
         pairs = [(s, r) for s, r in pairs if s is not None and r is not None]
         if len(pairs) < 3:
@@ -229,6 +246,29 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
         "signals": signals,
         "architectures": archs,
     }
+
+
+def derived_signals(signal: str, task: dict[str, Any]) -> dict[str, float]:
+    """Signals read off a training task (``"<candidate> tse"``, ``"<candidate> val2000"``, ...)."""
+    if signal not in CANDIDATES or task.get("status") != "ok" or not task.get("history"):
+        return {}
+    out: dict[str, float] = {}
+    history = task["history"]
+    steps = max(1, task["n_train"] // 64)  # tasks run before the trainer kept the sum: mean x steps
+    sums = [h.get("train_loss_sum", h["train_loss"] * steps) for h in history]
+    out[f"{signal} tse"] = -sum(sums)  # lower loss, better: minus, so that higher ranks higher
+    if len(history) > 1:
+        out[f"{signal} tse-last"] = -sums[-1]
+    if task.get("val_correct"):
+        from train_proxy.data import stratified_subset
+        from train_proxy.trainer import DATA_SEED, unpack_correct
+
+        labels = _bundle(CANDIDATES[signal][3]).val.tensors[1].numpy()
+        correct = unpack_correct(task["val_correct"], task["n_val"])
+        for name, share in VAL_SUBSETS.items():
+            keep = stratified_subset(labels, share, DATA_SEED)  # the trainer's own val_fraction subset
+            out[f"{signal} {name}"] = float(correct[keep].mean())
+    return out
 
 
 def default_proxy_name() -> str | None:
