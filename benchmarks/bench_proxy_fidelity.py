@@ -205,7 +205,8 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
                                "widths": [s.width for s in cfg.stages], "macs": cost.macs, "params": cost.params,
                                "values": {"macs": cost.macs, "params": cost.params}, "cpu_seconds": {},
                                "config": cfg.to_dict()}  # fmt: skip
-        for signal in ["reference", *CANDIDATES, *ZERO_COST]:
+        row["family"] = family(cfg)
+        for signal in [*REFERENCE_SEEDS, *CANDIDATES, *ZERO_COST]:
             path = cache_file(cache, cfg.name, signal)
             if path.exists():
                 task = json.loads(path.read_text())
@@ -220,16 +221,18 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
     reference = [a["values"].get("reference") for a in archs]
     signals = {}
     derived = sorted({k for a in archs for k in a["values"] if " " in k})
-    for signal in [*CANDIDATES, *derived, *ZERO_COST, *COUNTS]:
-        pairs = [(a["values"].get(signal), r) for a, r in zip(archs, reference)]
-        pairs = [(s, r) for s, r in pairs if s is not None and r is not None]
-        if len(pairs) < 3:
+    seeds = [s for s in REFERENCE_SEEDS if s != "reference"]
+    for signal in [*seeds, *CANDIDATES, *derived, *ZERO_COST, *COUNTS]:
+        rows = [(a["values"].get(signal), r, a["family"]) for a, r in zip(archs, reference)]
+        rows = [(s, r, f) for s, r, f in rows if s is not None and r is not None]
+        if len(rows) < 3:
             continue
-        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        xs, ys, fams = [p[0] for p in rows], [p[1] for p in rows], [p[2] for p in rows]
         cpu = [a["cpu_seconds"][signal] for a in archs if signal in a["cpu_seconds"]]
         signals[signal] = {
             **rank_agreement(xs, ys, TOP_K),
             **bootstrap_agreement(xs, ys, TOP_K, seed=SEED),
+            **family_pair_taus(xs, ys, fams),
             "cpu_seconds_mean": sum(cpu) / len(cpu) if cpu else 0.0,
         }
     ref_cpu = [a["cpu_seconds"]["reference"] for a in archs if "reference" in a["cpu_seconds"]]
@@ -246,6 +249,55 @@ def gather(cfgs: list[ArchConfig], cache: Path) -> dict[str, Any]:
         "signals": signals,
         "architectures": archs,
     }
+
+
+def pair_tau(xs: list[float], ys: list[float], pairs: list[tuple[int, int]]) -> float | None:
+    """Kendall's tau-a over the given index pairs: (concordant - discordant) / pairs."""
+    if not pairs:
+        return None
+    score = 0
+    for i, j in pairs:
+        dx, dy = xs[i] - xs[j], ys[i] - ys[j]
+        score += (dx * dy > 0) - (dx * dy < 0)
+    return score / len(pairs)
+
+
+def family_pair_taus(xs: list[float], ys: list[float], fams: list[str], *, resamples: int = 2000,
+                     level: float = 0.9) -> dict[str, Any]:  # fmt: skip
+    """Tau over the pairs of architectures of the same block family ("within": pure-VAN with
+    pure-VAN, ..., mixed with mixed) and over pairs of different families ("across"), with
+    percentile bootstrap intervals (architectures resampled with replacement; a pair of one
+    architecture with itself is skipped). Within-family pairs ask whether a signal orders
+    networks of one kind; across-family pairs whether it orders the kinds."""
+    import numpy as np
+
+    def split(index: list[int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        within, across = [], []
+        for a in range(len(index)):
+            for b in range(a + 1, len(index)):
+                i, j = index[a], index[b]
+                if i != j:
+                    (within if fams[i] == fams[j] else across).append((i, j))
+        return within, across
+
+    everyone = list(range(len(xs)))
+    within, across = split(everyone)
+    out: dict[str, Any] = {"tau_within": pair_tau(xs, ys, within), "tau_across": pair_tau(xs, ys, across),
+                           "pairs_within": len(within), "pairs_across": len(across)}  # fmt: skip
+    rng = np.random.default_rng(SEED)
+    draws: dict[str, list[float]] = {"tau_within": [], "tau_across": []}
+    for _ in range(resamples):
+        pick = [int(k) for k in rng.integers(0, len(xs), len(xs))]
+        w, c = split(pick)
+        for name, pairs in (("tau_within", w), ("tau_across", c)):
+            value = pair_tau(xs, ys, pairs)
+            if value is not None:
+                draws[name].append(value)
+    tail = (1.0 - level) / 2 * 100
+    for name, values in draws.items():
+        low, high = np.percentile(values, [tail, 100 - tail]) if values else (None, None)
+        out[f"{name}_low"], out[f"{name}_high"] = (None if low is None else float(low)), (None if high is None else float(high))
+    return out
 
 
 def derived_signals(signal: str, task: dict[str, Any]) -> dict[str, float]:
@@ -296,8 +348,9 @@ def paired_differences(archs: list[dict[str, Any]], proxies: list[str]) -> dict[
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| signal | n | Kendall tau [90 % CI] | Spearman rho [90 % CI] | top-3 overlap [90 % CI] | CPU-s / arch |",
-        "|---|---|---|---|---|---|",
+        "| signal | n | Kendall tau [90 % CI] | tau within families | tau across families | Spearman rho [90 % CI] | "
+        "top-3 overlap [90 % CI] | CPU-s / arch |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, sig in report["signals"].items():
         overlap = sig.get("top_k_overlap")
@@ -305,10 +358,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"{round(overlap * TOP_K)}/{TOP_K} [{round(sig['top_k_overlap_low'] * TOP_K)}, "
             f"{round(sig['top_k_overlap_high'] * TOP_K)}]"
         )
-        lines.append(f"| {name} | {sig['n']} | {format_with_interval(sig, 'kendall_tau')} | {format_with_interval(sig, 'spearman_rho')} | {ov} | "
-                     f"{sig['cpu_seconds_mean']:.1f} |")  # fmt: skip
+        lines.append(f"| {name} | {sig['n']} | {format_with_interval(sig, 'kendall_tau')} | "
+                     f"{format_with_interval(sig, 'tau_within')} | {format_with_interval(sig, 'tau_across')} | "
+                     f"{format_with_interval(sig, 'spearman_rho')} | {ov} | {sig['cpu_seconds_mean']:.1f} |")  # fmt: skip
     n_ref = sum(a["values"].get("reference") is not None for a in report["architectures"])
-    lines.append(f"| reference (1 ep, full width, all 48k) | {n_ref} | | | | {report['reference']['cpu_seconds_mean']:.0f} |")
+    lines.append(f"| reference (1 ep, full width, all 48k) | {n_ref} | | | | | | {report['reference']['cpu_seconds_mean']:.0f} |")
     measured = [c for c in CANDIDATES if any(a["values"].get(c) is not None for a in report["architectures"])]
     lines += ["", "| arch | blocks | widths | MACs (224 px) | params | " + " | ".join(
         ["reference", *measured]) + " |", "|---" * (5 + 1 + len(measured)) + "|"]  # fmt: skip
@@ -336,6 +390,7 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated signals to run now (reference, candidate names, zero-cost)")
     ap.add_argument("--archs", help="comma-separated architecture names to run now (default: all)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--report-only", action="store_true", help="train nothing: tables from the tasks in --cache")
     ap.add_argument("--json", help="write the report's raw JSON here")
     ap.add_argument("--markdown", help="write the tables here")
     args = ap.parse_args()
@@ -355,7 +410,8 @@ def main() -> None:
         signals = wanted
     print(f"load average {os.getloadavg()[0]:.2f}; architectures: " + ", ".join(
         f"{c.name} {analytic_cost(c).macs / 1e9:.2f}G" for c in cfgs), file=sys.stderr, flush=True)  # fmt: skip
-    run_study(run_cfgs, signals, cache, args.workers)
+    if not args.report_only:
+        run_study(run_cfgs, signals, cache, args.workers)
     report = gather(cfgs, cache)
     if args.json:
         write_json_atomic(Path(args.json), report, indent=1)

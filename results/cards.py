@@ -208,11 +208,12 @@ def _proxy_section(trial: TrialRecord) -> list[str]:
     return [
         "## Proxy accuracy",
         "",
-        f"- validation accuracy (last epoch): {_opt(trial.val_acc, '{:.4f}')}; best epoch: "
-        f"{_opt(trial.best_val_acc, '{:.4f}')}",
-        f"- proxy: {f.epochs_trained or '-'} of {f.epochs or '-'} epochs at {f.resolution or '-'} px, {width}, "
-        f"batch {f.batch_size or '-'}, data {markdown_code(f.data)} (fraction {f.data_fraction}), training seed {f.seed}, "
-        f"{format_seconds(trial.train_seconds)} of training",
+        f"- validation accuracy: {_opt(trial.val_acc, '{:.4f}')}, measured at {f.describe()}"
+        + ("" if f.full or f.rung is None else " (stopped there by ASHA: not comparable with top-rung accuracies)"),
+        f"- proxy at that rung: {f.epochs_trained or '-'} of {f.epochs or '-'} epochs at {f.resolution or '-'} px, {width}, "
+        f"batch {f.batch_size or '-'}, data {markdown_code(f.data)} (fraction {_opt(f.data_fraction, '{:.3g}')}, "
+        f"validation share {_opt(f.val_fraction, '{:.3g}')}), training seed {f.seed}, "
+        f"{format_seconds(trial.train_seconds)} of training over all its rungs",
         "- a proxy accuracy ranks architectures; it is not the accuracy of the deploy model after a full "
         "training run",
         "",

@@ -3,11 +3,17 @@
 The front rules, defined here once and used by `nas search` (its exported front), `nas report`,
 `nas export` and `nas compare`:
 
-* **Eligible trials**: COMPLETE with status "complete" and every constraint <= 0
-  (`results.run_dir.is_eligible`), with every objective recorded. Pruned trials carry a
-  low-fidelity accuracy, infeasible ones were never trained, duplicates repeat another trial.
+* **Eligible trials**: measured and feasible (`results.run_dir.is_eligible`), with every objective
+  recorded: COMPLETE ones (trained to the top rung) and PRUNED ones that recorded the rung they
+  reached before ASHA stopped them. Infeasible ones were never trained, duplicates repeat another
+  trial.
 * **Dominance**: ``a`` dominates ``b`` when ``a`` is at least as good in every objective and
   strictly better in one.
+* **The rung rule** (`rung_front`): accuracy is only compared between trials measured at the same
+  rung (fidelity). The front is built from the highest rung down: a trial of a lower rung joins it
+  only where no trial of a higher rung on the front costs as little in every other objective, so
+  a trial measured only at a lower rung never displaces one measured at a higher rung, whatever
+  its accuracy. With one rung it is the plain non-dominated set.
 * **Ties**: points equal in every objective do not dominate each other, so all of them stay on
   the front (dropping one would be an arbitrary choice between equally good architectures).
 * **A run's objectives** (`front_objectives`): proxy accuracy and MACs always (the MAC budget
@@ -113,8 +119,40 @@ def _non_dominated_2d(mins: list[tuple[float, ...]]) -> list[int]:
     return sorted(keep)
 
 
+def rung_front(rungs: Sequence[int], points: Sequence[Point], directions: Sequence[str], accuracy: int | None = 0) -> list[int]:
+    """Indices of the points on the front under the rung rule, in input order.
+
+    ``rungs[i]`` is the fidelity point ``i`` was measured at (its highest rung); ``accuracy`` is the
+    index of the one objective whose value depends on the fidelity (None: none does). Accuracy is
+    only compared within a rung, so the front is built from the highest rung down:
+
+    1. within rung r, the points no other point of rung r dominates (all objectives) are candidates;
+    2. a candidate joins the front unless a member from a higher rung is at least as good in every
+       other objective (the costs: MACs, latency, ...): that member costs no more and its accuracy
+       is the better-measured one.
+
+    So a point measured only at a lower rung never displaces one measured at a higher rung, whatever
+    its accuracy: it can only add a point where the higher rungs offer nothing as cheap. With one
+    rung this is the plain non-dominated set.
+    """
+    if not points:
+        return []
+    signs = _check_directions(directions, len(points[0]))
+    costs = [k for k in range(len(signs)) if k != accuracy]
+    mins = _as_minimized(points, signs)
+    front: list[int] = []
+    for rung in sorted(set(rungs), reverse=True):
+        members = [i for i in range(len(points)) if rungs[i] == rung]
+        candidates = [members[k] for k in non_dominated([points[i] for i in members], directions)]
+        higher = list(front)
+        front += [c for c in candidates if not any(all(mins[f][k] <= mins[c][k] for k in costs) for f in higher)]
+    return sorted(front)
+
+
 def pareto_front(trials: Sequence[TrialRecord], objectives: Sequence[str] = ("acc", "macs")) -> list[TrialRecord]:
-    """The non-dominated eligible trials in ``objectives``.
+    """The eligible trials on the front in ``objectives``, under the rung rule (`rung_front`):
+    accuracy is compared only within a rung, and a trial measured at a lower rung never displaces
+    one measured at a higher rung.
 
     Ordered from the cheapest to the most accurate: by the second objective, best first (for
     ``("acc", "macs")``: fewest MACs first), then by trial number.
@@ -122,7 +160,9 @@ def pareto_front(trials: Sequence[TrialRecord], objectives: Sequence[str] = ("ac
     directions = directions_of(objectives)
     usable = [t for t in trials if t.eligible and all(t.metric(o) is not None for o in objectives)]
     points = [tuple(t.metric(o) for o in objectives) for t in usable]
-    front = [usable[i] for i in non_dominated(points, directions)]  # type: ignore[arg-type]
+    accuracy = list(objectives).index("acc") if "acc" in objectives else None
+    rungs = [t.rung or 0 for t in usable]
+    front = [usable[i] for i in rung_front(rungs, points, directions, accuracy)]  # type: ignore[arg-type]
     key_obj = objectives[1] if len(objectives) > 1 else objectives[0]
     sign = -1.0 if DIRECTIONS[key_obj] == "maximize" else 1.0
     return sorted(front, key=lambda t: (sign * t.metric(key_obj), t.number))  # type: ignore[operator]

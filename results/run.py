@@ -29,6 +29,7 @@ from results.run_dir import (
     count_trials,
     counts_as_trained,
     is_eligible,
+    measured_rung,
     is_feasible,
     is_interrupted,
     trial_arch_hash,
@@ -69,10 +70,22 @@ class Fidelity:
     data: str | None = None
     data_fraction: float | None = None
     seed: int | None = None
+    rung: int | None = None  # the rung the accuracy was measured at (0: the lowest); None: no accuracy
+    rungs: int | None = None  # of the run
+    val_fraction: float | None = None  # share of the validation split the rung scored
+    label: str | None = None  # e1-w0.5-f0.1 (the fidelity study's names)
 
     @property
     def full(self) -> bool:
-        return self.epochs is not None and self.epochs_trained is not None and self.epochs_trained >= self.epochs
+        """Measured at the run's top rung (the fidelity that decides the front)."""
+        return self.rung is not None and self.rungs is not None and self.rung >= self.rungs - 1
+
+    def describe(self) -> str:
+        """``rung 2/2 (e1-w0.5-f0.1)``: which fidelity an accuracy comes from, for every display."""
+        if self.rung is None:
+            return "-"
+        where = f"rung {self.rung + 1}/{self.rungs}" if self.rungs else f"rung {self.rung + 1}"
+        return f"{where} ({self.label})" if self.label else where
 
 
 @dataclass(frozen=True)
@@ -112,8 +125,13 @@ class TrialRecord:
 
     @property
     def eligible(self) -> bool:
-        """Fully trained, feasible and not a duplicate (`results.run_dir.is_eligible`)."""
-        return is_eligible(self.state, self.status, self.constraints)
+        """Measured at a rung, feasible and not a duplicate (`results.run_dir.is_eligible`)."""
+        return is_eligible(self.state, self.status, self.constraints, self.user_attrs)
+
+    @property
+    def rung(self) -> int | None:
+        """The rung its accuracy comes from (`results.run_dir.measured_rung`)."""
+        return self.fidelity.rung
 
     @property
     def trained(self) -> bool:
@@ -251,13 +269,17 @@ class Run:
 
 
 def rank_trials(trials: Sequence[TrialRecord], objective: str = "acc") -> list[TrialRecord]:
-    """Best first by ``objective``; ties broken by fewer MACs, then by the lower trial number."""
+    """Best first by ``objective``; ties broken by fewer MACs, then by the lower trial number.
+    By accuracy, a trial measured at a higher rung ranks above every trial of lower rungs
+    (accuracies are only compared within a rung)."""
     sign = -1.0 if DIRECTIONS[objective] == "maximize" else 1.0
     usable = [t for t in trials if t.metric(objective) is not None]
-    return sorted(
-        usable,
-        key=lambda t: (sign * t.metric(objective), t.macs if t.macs is not None else math.inf, t.number),  # type: ignore[operator]
-    )
+
+    def key(t: TrialRecord) -> tuple:
+        rung = -(t.rung or 0) if objective == "acc" else 0
+        return (rung, sign * t.metric(objective), t.macs if t.macs is not None else math.inf, t.number)  # type: ignore[operator]
+
+    return sorted(usable, key=key)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -352,15 +374,23 @@ def trial_record(t: Any, run_path: Path, settings: SearchSettings, measured_ms: 
     status = trial_status(state, attrs, t.constraints)
     config = _config(attrs.get("config"), run_path, t.number)
     proxy = attrs.get("proxy") if isinstance(attrs.get("proxy"), Mapping) else {}
+    rungs = _int(settings.rungs) if settings.rungs is not None else None
+    rung = measured_rung(status, attrs, rungs)
+    ladder = proxy.get("rungs") if isinstance(proxy.get("rungs"), list) else []
+    at = ladder[rung] if rung is not None and rung < len(ladder) and isinstance(ladder[rung], Mapping) else {}
     fidelity = Fidelity(
         resolution=_int(proxy.get("resolution", settings.proxy_resolution)),
-        epochs=_int(proxy.get("epochs", settings.epochs)),
+        epochs=_int(at.get("epochs", proxy.get("epochs", settings.epochs))),
         epochs_trained=_int(attrs.get("epochs_trained")),
-        width=_float(proxy.get("width_multiplier", settings.proxy_width)),
+        width=_float(at.get("width_multiplier", proxy.get("width_multiplier", settings.proxy_width))),
         batch_size=_int(proxy.get("batch_size", settings.batch_size)),
         data=proxy.get("data", settings.data),
-        data_fraction=_float(proxy.get("data_fraction", settings.data_fraction)),
+        data_fraction=_float(at.get("data_fraction", proxy.get("data_fraction", settings.data_fraction))),
         seed=_int(proxy.get("seed")),
+        rung=rung,
+        rungs=rungs if rungs is not None else (len(ladder) or None),
+        val_fraction=_float(at.get("val_fraction", 1.0)),
+        label=at.get("label") if isinstance(at.get("label"), str) else None,
     )
     values = tuple(float(v) for v in t.values) if t.values is not None else None
     val_acc = _float(attrs.get("val_acc"))

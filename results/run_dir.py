@@ -107,10 +107,31 @@ def counts_as_trained(status: str, attrs: Mapping[str, Any]) -> bool:
     return status in TRAINED_STATUSES and not is_interrupted(attrs) and attrs.get("trained") is not False
 
 
-def is_eligible(state: str, status: str, constraints: Mapping[str, float]) -> bool:
-    """Fully trained, feasible and not a duplicate: the trials whose accuracies may be compared
-    (the candidates of every Pareto front, ranking and export)."""
-    return state == "COMPLETE" and status == "complete" and is_feasible(constraints)
+def is_eligible(state: str, status: str, constraints: Mapping[str, float], attrs: Mapping[str, Any] | None = None) -> bool:
+    """Measured, feasible and not a duplicate: the candidates of every Pareto front, ranking and
+    export. Measured means trained to the top rung (COMPLETE), or stopped by ASHA at a lower rung
+    whose accuracy it recorded (PRUNED with a ``rung`` attr); accuracies are compared only within
+    a rung (`measured_rung`, `results.pareto.rung_front`)."""
+    if not is_feasible(constraints):
+        return False
+    if state == "COMPLETE" and status == "complete":
+        return True
+    return state == "PRUNED" and status == "pruned" and _is_rung(attrs.get("rung") if attrs else None)
+
+
+def measured_rung(status: str, attrs: Mapping[str, Any], rungs: int | None) -> int | None:
+    """The fidelity rung a trial's accuracy was measured at (0: the lowest): the ``rung`` attr the
+    search records, else the top rung for a complete trial (a run from before rungs had one
+    rung: 0); None for a trial with no accuracy."""
+    if _is_rung(attrs.get("rung")):
+        return int(attrs["rung"])
+    if status == "complete":
+        return max(0, (rungs or 1) - 1)
+    return None
+
+
+def _is_rung(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def count_trials(trials: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, int]:
@@ -505,11 +526,13 @@ class RunDir:
         write_atomic(self.trial_config(number), cfg.to_yaml(), root=self.path)
 
     def append_metrics(self, number: int, row: dict[str, Any]) -> None:
-        """One JSON line per epoch; epoch 1 starts the file afresh (a retried trial restarts).
+        """One JSON line per rung (per epoch in runs from before rungs); rung 0 starts the file
+        afresh (a retried trial restarts).
         Rewritten whole each time (`append_atomic`): never written in place."""
         path = self.trial_dir(number) / "metrics.jsonl"
         line = json.dumps(row) + "\n"
-        if int(row.get("epoch", 0)) <= 1:
+        first = row.get("rung") == 0 if "rung" in row else int(row.get("epoch", 0)) <= 1  # older runs: per epoch
+        if first:
             write_atomic(path, line, root=self.path)
         else:
             append_atomic(path, line, root=self.path, kind="metrics")

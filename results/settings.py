@@ -20,14 +20,17 @@ OBJECTIVES = ("acc", "macs", "latency")
 SAMPLERS = ("tpe", "nsga2", "random")
 DEVICES = ("cpu", "cuda")
 
-# 16 trials of the default proxy (`train_proxy.proxy_defaults`) keep `nas search --budget 4GFLOPs`
-# on Fashion-MNIST within 10 minutes on 2 CPU cores (20 would not). Scale up for real searches.
-DEFAULT_TRIALS = 16
+# 24 architectures at the lowest rung, the best third of them again at the top rung (the default
+# proxy), keep `nas search --budget 4GFLOPs` on Fashion-MNIST within 10 minutes on 2 CPU cores
+# (README: the measured wall time). Scale up for real searches.
+DEFAULT_TRIALS = 24
 DEFAULT_EPOCHS = proxy.EPOCHS
 DEFAULT_PROXY_RESOLUTION = proxy.RESOLUTION
 DEFAULT_PROXY_WIDTH = proxy.WIDTH
 DEFAULT_BATCH_SIZE = proxy.BATCH_SIZE
 DEFAULT_DATA_FRACTION = proxy.DATA_FRACTION
+DEFAULT_RUNGS = proxy.RUNGS
+RUNG_GROWTH = proxy.RUNG_GROWTH
 DEFAULT_OBJECTIVES = ("acc", "macs")
 DEFAULT_SAMPLER = "tpe"
 DEFAULT_DATA = "digits"  # of settings built without data (library use); the CLI resolves default_data_spec()
@@ -55,7 +58,8 @@ class SearchSettings:
     data: str = DEFAULT_DATA
     space: str = "default"  # "default" or the path the space was read from
     batch_size: int = DEFAULT_BATCH_SIZE
-    data_fraction: float = DEFAULT_DATA_FRACTION
+    data_fraction: float = DEFAULT_DATA_FRACTION  # of the top rung (`rung_ladder`)
+    rungs: int = DEFAULT_RUNGS  # fidelity rungs; 1: every trial trains the one proxy
     address: str | None = None
     max_failures: int = DEFAULT_MAX_FAILURES  # Ray retries of a trial that raised or lost its worker
     threads: int | None = None  # CPU threads per trial; None: CPUs of the cluster / concurrency
@@ -69,6 +73,14 @@ class SearchSettings:
     @property
     def directions(self) -> list[str]:
         return ["maximize" if o == "acc" else "minimize" for o in self.objectives]
+
+    def rung_ladder(self) -> list[proxy.Rung]:
+        """The search's rungs, lowest first (`train_proxy.proxy_defaults.rung_ladder`)."""
+        return proxy.rung_ladder(self.epochs, self.proxy_width, self.data_fraction, self.rungs)
+
+    @property
+    def top_rung(self) -> int:
+        return self.rungs - 1
 
     def constraint_names(self) -> list[str]:
         names = ["macs"]
@@ -91,6 +103,7 @@ class SearchSettings:
         if "budget_macs" not in values:
             raise UserError("run.json: settings lack 'budget_macs' (not a run directory of this version?)")
         values["objectives"] = tuple(values.get("objectives", DEFAULT_OBJECTIVES))
+        values.setdefault("rungs", 1)  # a run from before rungs trained one proxy
         return cls(**values)
 
     def with_overrides(self, **changes: Any) -> SearchSettings:
@@ -145,6 +158,8 @@ class RunSettings(SearchSettings):
         known = [f.name for f in fields(SearchSettings)]
         values: dict[str, Any] = {name: data.get(name) for name in known}
         values["objectives"] = tuple(data.get("objectives") or DEFAULT_OBJECTIVES)
+        if values["rungs"] is None and isinstance(data.get("budget_macs"), int):
+            values["rungs"] = 1  # a run from before rungs trained one proxy
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 

@@ -5,8 +5,9 @@ random sampler (seed 1) propose infeasible candidates and duplicates within a fe
 search runs in two segments, as a user's would after a crash:
 
 1. ``nas search --trials 3`` with ``HYBRID_NAS_FAULT=raise@trial:3`` (trial 3's training
-   raises: failed, ``--max-failures 0`` so it is not retried). Trials train one at a time, so
-   ASHA (grace 1 epoch of 2) stops trial 4, whose first-epoch accuracy is below trial 0's: pruned.
+   raises: failed, ``--max-failures 0`` so it is not retried). Trials train one at a time over
+   two rungs (a tenth, then 0.3 of the training split), so ASHA stops a trial whose rung-1
+   accuracy is below the earlier ones': pruned, with its rung-1 accuracy recorded.
 2. The state a search killed mid-training leaves: run.json says "running" and one more candidate
    was sampled through the real `NasSearcher` (costs computed, config written, RUNNING in the
    study) but never finished. (Killing a real search at that moment needs the Ray process
@@ -41,7 +42,7 @@ stages:
 BUDGET = "3.3M"  # 4 of the 6 architectures (2.35, 2.41, 3.22, 3.28 M MACs) fit; 4.44 and 4.50 M do not
 FAULT = "raise@trial:3"
 TRIALS_FIRST, TRIALS = 3, 4
-ARGS = ["--budget", BUDGET, "--epochs", "2", "--proxy-width", "0.5", "--data-fraction", "0.15", "--batch-size", "32",
+ARGS = ["--budget", BUDGET, "--rungs", "2", "--epochs", "1", "--proxy-width", "0.5", "--data-fraction", "0.3", "--batch-size", "32",
         "--concurrency", "1", "--threads", "1", "--max-failures", "0", "--sampler", "random",
         "--seed", "1"]  # fmt: skip
 

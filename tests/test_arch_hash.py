@@ -159,7 +159,7 @@ def _train(searcher: searcher_module.NasSearcher, calls: int, prefix: str) -> li
         suggestion = searcher.suggest(f"{prefix}{i}")
         if not isinstance(suggestion, dict):
             break
-        searcher.on_trial_complete(f"{prefix}{i}", {"epoch": SETTINGS.epochs, "val_acc": 0.5 + 0.01 * i,
+        searcher.on_trial_complete(f"{prefix}{i}", {"rung": SETTINGS.top_rung, "val_acc": 0.5 + 0.01 * i,
                                                     "timestamp": i, "time_total_s": 1.0, "seconds": 1.0})  # fmt: skip
         numbers.append(int(suggestion["number"]))
     return numbers

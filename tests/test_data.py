@@ -280,6 +280,6 @@ def test_proxy_trains_on_natural_image_data(kind: str, cifar_dir: Path, image_di
         stem=StemConfig("conv3", 8),
     )
     spec = f"cifar10:{cifar_dir}" if kind == "cifar10" else f"imagefolder:{image_dir}"
-    result = train_proxy(cfg, ProxySpec(epochs=1, batch_size=4, threads=1, device="cpu"), spec)
+    result = train_proxy(cfg, ProxySpec(epochs=1, batch_size=4, data_fraction=1.0, threads=1, device="cpu"), spec)
     assert result.status == "ok" and result.epochs == 1
     assert (result.n_train, result.n_val) == ((100, 30) if kind == "cifar10" else (8, 2))

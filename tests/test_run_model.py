@@ -47,18 +47,23 @@ def tune_trained_numbers(run: Path) -> list[int]:
 
 
 def front_by_hand(run_dir: Path) -> list[int]:
-    """Complete trials (by their result.json) that no other complete trial beats in accuracy and MACs."""
+    """The rung rule worked out from the trials' result.json files: within each rung (from the
+    top down), the trials no other trial of that rung beats in accuracy and MACs; a lower rung's
+    trial joins only if no member from a higher rung has as few MACs."""
     points = {}
     for path in run_dir.glob("trials/*/result.json"):
         r = json.loads(path.read_text())
-        if r["status"] == "complete":
-            points[r["number"]] = (r["val_acc"], r["macs"])
-    front = []
-    for n, (acc, macs) in points.items():
-        beaten = any(a >= acc and m <= macs and (a > acc or m < macs) for k, (a, m) in points.items() if k != n)
-        if not beaten:
-            front.append(n)
-    return sorted(front, key=lambda n: (points[n][1], n))
+        if r["status"] in ("complete", "pruned"):
+            points[r["number"]] = (r["rung"], r["val_acc"], r["macs"])
+    front: list[int] = []
+    for rung in sorted({p[0] for p in points.values()}, reverse=True):
+        same = {n: p for n, p in points.items() if p[0] == rung}
+        higher = list(front)
+        for n, (_, acc, macs) in same.items():
+            beaten = any(a >= acc and m <= macs and (a > acc or m < macs) for k, (_, a, m) in same.items() if k != n)
+            if not beaten and not any(points[f][2] <= macs for f in higher):
+                front.append(n)
+    return sorted(front, key=lambda n: (points[n][2], n))
 
 
 def test_the_run_has_every_kind_of_trial(real_run: Path, cli) -> None:
@@ -116,8 +121,14 @@ def test_cards_say_where_the_accuracy_came_from(real_run: Path, cli, tmp_path: P
     for e in exported:
         card = Path(e["card"]).read_text()
         assert card == (real_run / "pareto" / Path(e["card"]).name).read_text()
-        assert "2 of 2 epochs at 32 px, width x0.5 of the deploy widths" in card
-        assert "data `digits` (fraction 0.15)" in card
+        trial = json.loads((real_run / "trials" / f"{e['trial']:05d}" / "result.json").read_text())
+        if trial["status"] == "complete":
+            assert "measured at rung 2/2 (e1-w0.5-f0.3)" in card
+            assert "data `digits` (fraction 0.3, validation share 1)" in card
+        else:  # stopped by ASHA at the lower rung: a tenth of the data, a sixth of the validation images
+            assert "measured at rung 1/2 (e1-w0.5-f0.1-v0.17)" in card and "not comparable" in card
+            assert "data `digits` (fraction 0.1, validation share 0.167)" in card
+        assert "1 of 1 epochs at 32 px, width x0.5 of the deploy widths" in card
 
 
 def test_settings_are_the_search_settings(real_run: Path) -> None:
@@ -137,3 +148,57 @@ def test_a_killed_search_reads_as_interrupted_everywhere(real_run: Path, cli, tm
     with RunDir(copy).locked():  # a live search holds it
         assert cli_json(cli, "status", copy)["status"] == "running"
         assert cli_json(cli, "runs", copy.parent)[0]["status"] == "running"
+
+
+def test_the_study_reads_true_through_optuna(real_run: Path) -> None:
+    """Through Optuna's public API: no made-up accuracy anywhere, infeasible candidates carry their
+    violations, pruned trials their rung, and the axes have names."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from results.run_dir import STUDY_NAME
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(real_run / "study.journal")))
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    assert study.metric_names == ["accuracy", "MACs"]
+    trials = study.get_trials()
+    infeasible = [t for t in trials if t.user_attrs.get("status") == "infeasible"]
+    assert infeasible
+    for t in infeasible:  # never trained: no values at all, violations as Optuna's constraints
+        assert t.state == TrialState.PRUNED and t.values is None and t.intermediate_values == {}
+        assert t.constraints["macs"] > 0 and "val_acc" not in t.user_attrs
+    for t in trials:  # every value Optuna holds is a measured accuracy at the top rung
+        if t.state == TrialState.COMPLETE:
+            assert t.user_attrs["status"] in ("complete", "duplicate") and t.values[0] > 0
+            assert t.user_attrs["rung"] == 1 and t.values[0] == t.user_attrs["val_acc"]
+            assert all(v <= 0 for v in t.constraints.values())
+    pruned = [t for t in trials if t.user_attrs.get("status") == "pruned"]
+    assert pruned and all(t.user_attrs["rung"] == 0 and len(t.user_attrs["rung_val_acc"]) == 1 for t in pruned)
+    # the samplers' own reading: Optuna's TPE counts a trial as infeasible by its constraints
+    assert all(sum(v for v in t.constraints.values() if v > 0) > 0 for t in infeasible)
+
+
+def test_the_dashboard_shows_infeasible_candidates_as_no_results(real_run: Path, tmp_path: Path) -> None:
+    """Through optuna-dashboard's own JSON API, the one its pages draw from: the metric names are
+    the axes, infeasible candidates have no values (never a point of its Pareto front or history),
+    and the rung of each measured trial is one of its attributes."""
+    from test_dashboard import Dashboard, study_from_api
+
+    from results.run_dir import STUDY_NAME
+
+    dash = Dashboard([str(real_run)], tmp_path / "dashboard.log")
+    try:
+        dash.wait_ready()
+        _, detail = study_from_api(dash.base, STUDY_NAME)
+    finally:
+        dash.stop()
+    assert detail["objective_names"] == ["accuracy", "MACs"]  # its axis titles
+    for trial in detail["trials"]:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        if attrs.get("status") == "\"infeasible\"" or attrs.get("status") == "infeasible":
+            assert trial["state"] == "Pruned" and not trial.get("values")
+            assert any(c > 0 for c in trial["constraints"])
+        if trial["state"] == "Complete":
+            assert trial["values"][0] > 0 and "rung" in attrs
+    assert any(t["state"] == "Pruned" and t.get("intermediate_values") == [] for t in detail["trials"])

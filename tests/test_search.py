@@ -130,7 +130,7 @@ BAD_INPUTS = [
     (["--budget", "4G", "--address", "nowhere", "--out", "{new}"], "malformed --address 'nowhere'"),
     (["--budget", "4G", "--resume"], "--resume needs --out RUN_DIR"),
     (["--budget", "4G", "--resume", "--out", "{new}"], "no such run directory to resume"),
-    (["--resume", "--out", "{existing}", "--budget", "2G"], "--budget 2.000G differs from the run's 4.000G"),
+    (["--resume", "--out", "{existing}", "--budget", "2G"], "--budget 2.00G differs from the run's 4.00G"),
     (["--resume", "--out", "{existing}", "--epochs", "9"], "--epochs 9 differs from the run's 3"),
     (["--resume", "--out", "{a_file}"], "no such run directory to resume"),
     (["--budget", "4G", "--out", "{existing}"], "directory exists and is not empty (use --resume"),
@@ -256,11 +256,14 @@ def test_infeasible_candidates_are_never_trained(tiny_run: Path) -> None:
     ran = ray_trained_numbers(tiny_run)
     assert sorted(ran) == sorted(t.number for t in study.trials if t.user_attrs.get("status") in ("complete", "pruned", "failed"))
     assert not set(ran) & {t.number for t in infeasible}
-    for t in study.trials:  # ASHA-stopped trials are PRUNED, never COMPLETE with a partial value
+    top = SearchSettings.from_json(json.loads((tiny_run / "run.json").read_text())["settings"]).top_rung
+    for t in study.trials:  # ASHA-stopped trials are PRUNED at a lower rung, never COMPLETE with a partial value
         if t.user_attrs.get("status") == "complete":
-            assert t.user_attrs["epochs_trained"] == 2 and t.state.name == "COMPLETE"
+            assert t.user_attrs["rung"] == top and t.state.name == "COMPLETE"
         if t.user_attrs.get("status") == "pruned":
-            assert t.user_attrs["epochs_trained"] < 2 and t.state.name == "PRUNED"
+            assert t.user_attrs["rung"] < top and t.state.name == "PRUNED" and t.values is None
+        if t.user_attrs.get("status") == "infeasible":  # told without a made-up accuracy
+            assert t.state.name == "PRUNED" and t.values is None
 
 
 @pytest.mark.slow
@@ -368,14 +371,14 @@ def small_space_macs() -> list[int]:
     return sorted(seen.values())
 
 
-def make_searcher(tmp_path: Path, budget: int, epochs: int = 2):  # type: ignore[no-untyped-def]
+def make_searcher(tmp_path: Path, budget: int, rungs: int = 2):  # type: ignore[no-untyped-def]
     import yaml
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     from nas.search.searcher import NasSearcher, make_sampler
 
-    settings = SearchSettings(budget_macs=budget, trials=20, epochs=epochs, sampler="random", concurrency=1)
+    settings = SearchSettings(budget_macs=budget, trials=20, rungs=rungs, sampler="random", concurrency=1)
     rd = RunDir(tmp_path / "run")
     if not rd.is_run():
         rd.create(settings.to_json(), yaml.safe_dump(SMALL_SPACE))
@@ -403,24 +406,27 @@ def test_searcher_tells_what_tune_reports(tmp_path: Path, monkeypatch: pytest.Mo
     def trial(number: int):  # type: ignore[no-untyped-def]
         return study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
 
-    # 1: trains both epochs -> COMPLETE with (acc, MACs); infeasible candidates before it were told, never returned
+    # 1: trains both rungs -> COMPLETE with (top-rung acc, MACs); infeasible candidates before it were told, never returned
     c1 = searcher.suggest("t1")
     assert trial(c1["number"]).constraints["macs"] <= 0
-    searcher.on_trial_result("t1", {"epoch": 1, "val_acc": 0.5, "timestamp": 1})
-    searcher.on_trial_complete("t1", {"epoch": 2, "val_acc": 0.75, "timestamp": 2})  # the STOP row comes only here
+    searcher.on_trial_result("t1", {"rung": 0, "budget": 1, "val_acc": 0.5, "epochs": 1, "timestamp": 1})
+    searcher.on_trial_complete("t1", {"rung": 1, "budget": 3, "val_acc": 0.75, "epochs": 1, "timestamp": 2})  # the STOP row comes only here
     t1 = trial(c1["number"])
     assert t1.state == TrialState.COMPLETE and t1.values[0] == 0.75 and t1.user_attrs["status"] == "complete"
-    assert t1.values[1] == t1.user_attrs["macs"] <= budget and t1.user_attrs["epochs_trained"] == 2
-    searcher.on_trial_complete("t1", {"epoch": 2, "val_acc": 0.75, "timestamp": 2})  # a repeat is ignored, not raised
-    # 2: stopped by ASHA after epoch 1 -> PRUNED, not COMPLETE with a low-fidelity value
+    assert t1.values[1] == t1.user_attrs["macs"] <= budget and t1.user_attrs["rung"] == 1
+    assert t1.user_attrs["rung_val_acc"] == [0.5, 0.75]
+    searcher.on_trial_complete("t1", {"rung": 1, "val_acc": 0.75, "timestamp": 2})  # a repeat is ignored, not raised
+    # 2: stopped by ASHA after rung 0 -> PRUNED with its rung-0 accuracy kept, not COMPLETE with a low-fidelity value
     c2 = searcher.suggest("t2")
-    searcher.on_trial_complete("t2", {"epoch": 1, "val_acc": 0.3, "timestamp": 3})
-    assert trial(c2["number"]).state == TrialState.PRUNED and trial(c2["number"]).user_attrs["status"] == "pruned"
+    searcher.on_trial_complete("t2", {"rung": 0, "budget": 1, "val_acc": 0.3, "timestamp": 3})
+    t2 = trial(c2["number"])
+    assert t2.state == TrialState.PRUNED and t2.user_attrs["status"] == "pruned" and t2.values is None
+    assert t2.user_attrs["rung"] == 0 and t2.user_attrs["val_acc"] == 0.3 and "rung 1 of 2" in t2.user_attrs["failure_reason"]
     # 3: reported a non-finite loss -> FAIL with the trainer's reason
     c3 = searcher.suggest("t3")
     searcher.on_trial_result("t3", {"status": "failed", "failure_reason": "non-finite loss at epoch 1 step 3",
-                                    "epoch": 0, "val_acc": 0.0, "timestamp": 4})  # fmt: skip
-    searcher.on_trial_complete("t3", {"status": "failed", "epoch": 0, "val_acc": 0.0, "timestamp": 4})
+                                    "rung": -1, "val_acc": 0.0, "timestamp": 4})  # fmt: skip
+    searcher.on_trial_complete("t3", {"status": "failed", "rung": -1, "val_acc": 0.0, "timestamp": 4})
     t3 = trial(c3["number"])
     assert t3.state == TrialState.FAIL and t3.user_attrs["failure_reason"] == "non-finite loss at epoch 1 step 3"
     # every feasible architecture has now been trained once: what follows is infeasible or a duplicate
@@ -432,8 +438,9 @@ def test_searcher_tells_what_tune_reports(tmp_path: Path, monkeypatch: pytest.Mo
             original = trial(t.user_attrs["duplicate_of"])
             assert t.state == original.state and t.values == original.values
             assert not (rd.trial_dir(t.number) / "metrics.jsonl").exists()
-        if t.user_attrs.get("status") == "infeasible":
+        if t.user_attrs.get("status") == "infeasible":  # never trained: no accuracy told, only its violation
             assert t.constraints["macs"] > 0 and "> budget" in t.user_attrs["failure_reason"]
+            assert t.state == TrialState.PRUNED and t.values is None and not t.intermediate_values
     assert searcher.trained_count() == 3
     assert [e for e, _ in events].count("start") == 3
 
@@ -446,7 +453,7 @@ def test_searcher_error_text_and_interrupted_trials(tmp_path: Path) -> None:
     budget = small_space_macs()[-1]  # everything fits
     searcher, _, _ = make_searcher(tmp_path, budget)
     c1 = searcher.suggest("t1")
-    searcher.on_trial_result("t1", {"epoch": 1, "val_acc": 0.4, "timestamp": 1})
+    searcher.on_trial_result("t1", {"rung": 0, "val_acc": 0.4, "timestamp": 1})
     searcher.on_trial_complete("t1", error=True)  # Tune: the trial raised after its retries...
     searcher.on_trial_error_text("t1", "RuntimeError: worker blew up")  # ...then the callback brings the text
     t1 = searcher.study.trials[c1["number"]]

@@ -17,6 +17,7 @@ flag, its default and the commands that have it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 # -- the default proxy (nas search's trials; ProxySpec()) ---------------------------------------
 EPOCHS = 1
@@ -32,6 +33,62 @@ LABEL_SMOOTHING = 0.1
 DROP_PATH = 0.0  # stochastic depth off: a proxy ranks architectures from a few epochs
 DEVICE = "auto"  # the training device: CUDA where present, else the CPU
 PRECISION = "auto"  # on CUDA: bf16 autocast where native, else fp16 with a gradient scaler
+
+# -- multi-fidelity: the rungs of a search (`rung_ladder`) ------------------------------------
+# A search trains every architecture at the lowest rung and gives the best 1/RUNG_GROWTH of each
+# rung the next one (Ray Tune's ASHA). The proxy flags (--epochs, --proxy-width, --data-fraction)
+# describe the top rung, the one that decides the front; each rung below sees RUNG_GROWTH times
+# fewer training images. Images are what grows, because docs/fidelity.md measured width as what
+# buys rank agreement (x0.25 -> x0.5: tau +0.27 -> +0.52, where 2.5x the images gave +0.33), so
+# every rung keeps the top rung's width, and more images before more epochs is EcoNAS's finding.
+RUNGS = 2
+RUNG_GROWTH = 3
+# Rungs below the top score a fixed stratified sixth of the validation split (2,000 Fashion-MNIST
+# images): at the lowest rung a full validation pass would cost more than the training itself.
+# The top rung scores all of it, as the front's accuracies are read from there.
+LOW_RUNG_VAL_FRACTION = 1 / 6
+MAX_RUNGS = 5
+
+
+@dataclass(frozen=True)
+class Rung:
+    """The proxy of one rung: what differs between rungs (the rest is the search's proxy)."""
+
+    index: int  # 0: the lowest, cheapest rung
+    epochs: int
+    width: float
+    data_fraction: float
+    val_fraction: float
+
+    @property
+    def budget(self) -> int:
+        """The rung's place on ASHA's time axis: RUNG_GROWTH ** index (1, 3, 9, ...)."""
+        return RUNG_GROWTH**self.index
+
+    def label(self) -> str:
+        """``e1-w0.5-f0.1`` (the fidelity study's names); ``-v0.17`` when it scores a validation share."""
+        text = f"e{self.epochs}-w{self.width:g}-f{self.data_fraction:.3g}"
+        return text + (f"-v{self.val_fraction:.2g}" if self.val_fraction < 1 else "")
+
+
+def rung_ladder(epochs: int, width: float, data_fraction: float, rungs: int) -> list[Rung]:
+    """The rungs of a search whose top rung trains ``epochs`` at ``width`` on ``data_fraction``
+    of the training split, lowest first (see RUNGS above for the rule)."""
+    ladder = []
+    for index in range(rungs):
+        below_top = rungs - 1 - index
+        ladder.append(Rung(index=index, epochs=epochs, width=width,
+                           data_fraction=data_fraction / RUNG_GROWTH**below_top,
+                           val_fraction=1.0 if below_top == 0 else LOW_RUNG_VAL_FRACTION))  # fmt: skip
+    return ladder
+
+
+def rungs_problem(value: int) -> str | None:
+    """Why ``value`` is no number of rungs (None when it is one)."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_RUNGS):
+        return f"must be an integer from 1 to {MAX_RUNGS}"
+    return None
+
 
 # -- full trainings (`nas train`, `nas finalize`) ------------------------------------------------
 # They train the real network, not a proxy of it: its own widths on all the training data.

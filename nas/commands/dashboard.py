@@ -6,6 +6,11 @@ opened where run.json says it lives (`results.storage`): its journal file throug
 JournalStorage, or its database. Every request reads the storage afresh, so a search in progress
 shows its new trials on reload. Bound to 127.0.0.1 unless ``--host`` says otherwise: the
 dashboard has no login, and anyone who reaches it can also edit (notes) or delete studies.
+
+optuna-dashboard 0.21 reads a trial's constraints from the single list Optuna 4 stored; Optuna 5
+stores named constraints (``trial.set_constraint``, what the search writes), which it would show
+as none. `show_named_constraints` hands it Optuna's own reading of them (``trial.constraints``),
+so an infeasible candidate's violations show on its page.
 """
 
 from __future__ import annotations
@@ -98,6 +103,24 @@ def make_server(app: Any, host: str, port: int) -> Any:
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
+def show_named_constraints() -> None:
+    """Let optuna-dashboard's trial serializer see Optuna 5's named constraints (module docstring)."""
+    from optuna_dashboard import _serializer  # its study serializer looks the name up there
+
+    plain = _serializer.serialize_frozen_trial
+    if getattr(plain, "named_constraints", False):
+        return
+
+    def serialize(study_id: int, trial: Any, study_system_attrs: dict[str, Any]) -> dict[str, Any]:
+        out = plain(study_id, trial, study_system_attrs)
+        if not out.get("constraints") and trial.constraints:
+            out["constraints"] = [float(v) for v in trial.constraints.values()]
+        return out
+
+    serialize.named_constraints = True  # type: ignore[attr-defined]
+    _serializer.serialize_frozen_trial = serialize
+
+
 def run(args: argparse.Namespace) -> int:
     from results.storage import redact
 
@@ -107,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise UserError("optuna-dashboard is not installed (pip install optuna-dashboard)") from None
     storage, study_name, what = open_target(args.run_dir, args.storage)
+    show_named_constraints()
     server = make_server(optuna_dashboard.wsgi(storage), args.host, args.port)
     host, port = server.server_address[:2]
     page = "/dashboard"

@@ -40,6 +40,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "trials": s.trials,
         **counts,
         "best_acc": best.val_acc if best else None,
+        "best_fidelity": best.fidelity.describe() if best else None,  # which rung that accuracy is from
         "best_trial": best.number if best else None,
         "best_macs": best.macs if best else None,
         "budget_macs": s.budget_macs,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(printable(f"no runs under {args.dir}"))
         return 0
     header = (
-        f"{'run':<28} {'status':<12} {'trials':>9} {'best acc':>9} {'(trial)':>7} {'budget':>11} {'limits':<18} "
+        f"{'run':<28} {'status':<12} {'trials':>9} {'best acc':>9} {'(trial)':>7} {'at rung':>7} {'budget':>11} {'limits':<18} "
         "objectives"
     )
     print(header)
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         total = r["trials"] if r["trials"] is not None else "?"
         best = f"{r['best_acc']:.4f}" if r["best_acc"] is not None else "-"
         trial = str(r["best_trial"]) if r["best_trial"] is not None else ""
+        rung = (r.get("best_fidelity") or "-").split(" (")[0].removeprefix("rung ")
         budget = format_macs(r["budget_macs"]) if r["budget_macs"] else "-"
         limits = []
         if r["max_params"]:
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if r["latency_ms"]:
             limits.append(f"lat<={r['latency_ms']:g}ms")
         print(printable(
-            f"{name[:28]:<28} {r['status']:<12} {str(r['trained']) + '/' + str(total):>9} {best:>9} {trial:>7} "
+            f"{name[:28]:<28} {r['status']:<12} {str(r['trained']) + '/' + str(total):>9} {best:>9} {trial:>7} {rung:>7} "
             f"{budget:>11} {' '.join(limits) or '-':<18} {','.join(r['objectives'])}"
         ))  # fmt: skip
     return 0

@@ -66,6 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--space", metavar="SPACE.yaml", help="search space YAML (default: the packaged space)")
     o.add_argument("--seed", type=non_negative_int, help=f"sampler and data seed (default {S.DEFAULT_SEED})")
     t = p.add_argument_group("proxy training")
+    t.add_argument("--rungs", type=positive_int,
+                   help=f"fidelity rungs (default {S.DEFAULT_RUNGS}): every architecture trains at the lowest, the best "
+                        f"1/{S.RUNG_GROWTH} of each rung on {S.RUNG_GROWTH}x the images at the next; the proxy flags "
+                        "below describe the top rung, which decides the front; 1: one proxy for all")  # fmt: skip
     t.add_argument("--epochs", type=positive_int, help=f"proxy epochs per trial (default {S.DEFAULT_EPOCHS})")
     t.add_argument("--proxy-resolution", type=resolution_arg,
                    help=f"proxy training resolution, a multiple of 32 (default {S.DEFAULT_PROXY_RESOLUTION})")  # fmt: skip
@@ -73,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"width multiplier of the proxy model (default {S.DEFAULT_PROXY_WIDTH:g}; 1 trains the real widths)")  # fmt: skip
     t.add_argument("--batch-size", type=positive_int, help=f"proxy batch size (default {S.DEFAULT_BATCH_SIZE})")
     t.add_argument("--data-fraction", metavar="F",
-                   help=f"fraction of the training data, in (0, 1] (default {S.DEFAULT_DATA_FRACTION:g})")  # fmt: skip
+                   help=f"fraction of the training data at the top rung, in (0, 1] (default {S.DEFAULT_DATA_FRACTION:g})")  # fmt: skip
     t.add_argument("--data", metavar="SPEC", help=DATA_HELP)
     r = p.add_argument_group("resources and run directory")
     r.add_argument("--concurrency", type=positive_int, help="trials at a time (default: one per CPU of the cluster)")

@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
           f"infeasible {report['infeasible']} (never trained), duplicate {report['duplicate']}; "
           f"total {report['total']}")  # fmt: skip
     if report["best"]:
-        print(f"{'trial':>6} {'proxy acc':>9} {'MACs':>10} {'params':>10}  blocks")
+        # accuracies are compared within a rung: a higher rung's trials are listed first
+        print(f"{'trial':>6} {'proxy acc':>9} {'fidelity':<32} {'MACs':>10} {'params':>10}  blocks")
         for b in report["best"]:
-            print(f"{b['number']:>6} {b['val_acc']:>9.4f} {format_macs(b['macs']):>10} "
+            print(f"{b['number']:>6} {b['val_acc']:>9.4f} {b['fidelity']:<32} {format_macs(b['macs']):>10} "
                   f"{format_count(b['params']):>10}  {','.join(b['blocks'])}")  # fmt: skip
     if report.get("storage"):
         print(printable(f"study {report['study_name']} in {report['storage']}"))

@@ -2,8 +2,9 @@
 
 The front is `results.pareto.run_front`'s, computed on the study's trials read as
 `results.run.TrialRecord`s (one set of front rules for the search and every reader): complete
-feasible trials, non-dominated in proxy accuracy up and MACs down, plus predicted latency down
-when latency is an objective, ties kept. When latency was asked for at all, every front member
+feasible trials measured at a rung, non-dominated in proxy accuracy up and MACs down, plus predicted
+latency down when latency is an objective, ties kept, accuracy compared only within a rung (the
+rung rule, `results.pareto.rung_front`). When latency was asked for at all, every front member
 is then measured (not predicted) on the search's latency device at batch 1 with one thread,
 after the search, with nothing else running. Model cards are `results.cards.model_card`'s.
 """
@@ -37,6 +38,8 @@ class FrontMember:
     latency_predicted: float | None
     latency_measured: float | None = None
     latency_note: str = ""
+    rung: int | None = None  # the fidelity rung its accuracy comes from (0: the lowest)
+    fidelity: str = ""  # `results.run.Fidelity.describe`: "rung 2/2 (e1-w0.5-f0.1)"
 
     @property
     def name(self) -> str:
@@ -56,6 +59,8 @@ def front(study: optuna.Study, settings: SearchSettings, run_dir: RunDir) -> lis
                 macs=t.macs,
                 params=t.params,
                 latency_predicted=t.latency_ms_predicted,
+                rung=t.rung,
+                fidelity=t.fidelity.describe(),
             )
         )
     return members
@@ -119,6 +124,8 @@ def summary(members: list[FrontMember]) -> list[dict[str, Any]]:
             "number": m.number,
             "name": m.name,
             "val_acc": m.val_acc,
+            "rung": m.rung,
+            "fidelity": m.fidelity,
             "macs": m.macs,
             "params": m.params,
             "latency_ms_predicted": m.latency_predicted,
@@ -134,6 +141,7 @@ def table(members: list[FrontMember], settings: SearchSettings) -> Any:
     t = Table(title=f"Pareto front ({len(members)} architectures; FLOPs = MACs at deploy resolution)")
     t.add_column("trial", justify="right")
     t.add_column("proxy acc", justify="right")
+    t.add_column("at", justify="left")  # the rung the accuracy comes from
     t.add_column("MACs", justify="right")
     t.add_column("params", justify="right")
     target = settings.uses_latency and settings.latency_table is not None
@@ -143,7 +151,7 @@ def table(members: list[FrontMember], settings: SearchSettings) -> Any:
             t.add_column(f"latency meas. ({settings.device})", justify="right")
     t.add_column("blocks")
     for m in members:
-        row = [str(m.number), f"{m.val_acc:.4f}", format_macs(m.macs), format_count(m.params)]
+        row = [str(m.number), f"{m.val_acc:.4f}", m.fidelity, format_macs(m.macs), format_count(m.params)]
         if settings.uses_latency:
             row.append(f"{m.latency_predicted:.2f} ms" if m.latency_predicted is not None else "-")
             if not target:

@@ -67,8 +67,6 @@ from .settings import (
 from results.storage import DatabaseLost, Heartbeats, Outage, RunStorage, connection_error, database_lost, live_trials
 
 OBJECT_STORE_BYTES = 256 * 1024**2  # the trials exchange only small dicts; keep Ray's store modest
-ASHA_REDUCTION = 3
-ASHA_GRACE_EPOCHS = 1
 
 
 @dataclass
@@ -150,6 +148,14 @@ def check_data(settings: SearchSettings) -> int:
     from train_proxy.data import load_data
 
     bundle = load_data(settings.data, settings.proxy_resolution, fraction=settings.data_fraction, seed=settings.seed)
+    lowest = settings.rung_ladder()[0]
+    if lowest.data_fraction < settings.data_fraction:  # each rung below sees RUNG_GROWTH x fewer images
+        low = load_data(settings.data, settings.proxy_resolution, fraction=lowest.data_fraction, seed=settings.seed)
+        n_train = len(low.train)
+        if n_train < 2 * low.num_classes:
+            raise UserError(f"--rungs {settings.rungs}: the lowest rung would train on {n_train} image(s) of "
+                            f"{low.num_classes} classes ({lowest.data_fraction:.3g} of the training split); "
+                            "use fewer rungs or a larger --data-fraction")  # fmt: skip
     return int(bundle.num_classes)
 
 
@@ -579,10 +585,9 @@ def run_tune(
 ) -> None:
     """One Tune experiment (``tune/segment-K``) training ``trials`` architectures from ``searcher``.
 
-    ``early_stopping=False`` runs every trial for all epochs (benchmarks comparing equal work).
+    ``early_stopping=False`` runs every trial through all rungs (benchmarks comparing equal work).
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from .faults import hooks_from_env
     from .objective import search_trial
@@ -591,19 +596,7 @@ def run_tune(
         tune.with_parameters(search_trial, settings=s.to_json(), hooks=hooks_from_env()),
         resources={"cpu": res.threads, "gpu": res.gpus_per_trial},
     )
-    # ASHA gets its own metric and mode (the searcher's are not passed down), per-epoch val_acc.
-    scheduler = (
-        ASHAScheduler(
-            time_attr="epoch",
-            metric="val_acc",
-            mode="max",
-            max_t=s.epochs,
-            grace_period=min(ASHA_GRACE_EPOCHS, s.epochs),
-            reduction_factor=ASHA_REDUCTION,
-        )
-        if early_stopping
-        else None
-    )
+    scheduler = rung_scheduler(s) if early_stopping else None
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -640,6 +633,25 @@ def run_tune(
         for handler in handlers:
             handler.removeFilter(watch)
     searcher.flush_pending()
+
+
+def rung_scheduler(s: SearchSettings) -> Any:
+    """Ray Tune's ASHA over the search's rungs (None with one rung: nothing to stop).
+
+    A trial reports once per rung with ``budget`` = RUNG_GROWTH ** rung (`objective`), so ASHA's
+    milestones (grace period 1, reduction factor RUNG_GROWTH, max_t the top rung's budget) fall
+    exactly on the rungs: after each rung below the top, a trial goes on only when its accuracy
+    is among the best 1/RUNG_GROWTH of the trials that reported that rung so far. ASHA gets its
+    own metric and mode (the searcher's are not passed down)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    ladder = s.rung_ladder()
+    if len(ladder) < 2:
+        return None
+    from results.settings import RUNG_GROWTH
+
+    return ASHAScheduler(time_attr="budget", metric="val_acc", mode="max", grace_period=ladder[0].budget,
+                         max_t=ladder[-1].budget, reduction_factor=RUNG_GROWTH)  # fmt: skip
 
 
 # SQLAlchemy's connection pools log (with a traceback) a connection that could not be reset

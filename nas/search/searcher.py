@@ -10,15 +10,21 @@ storage, one direction per objective) and changes what is asked and told:
   is the relative violation ``value / limit - 1``: raw differences (MACs ~1e9, params ~1e6,
   ms ~1) would make a params or latency overshoot invisible next to any MAC overshoot where the
   samplers add violations up to rank infeasible candidates.
-* **Infeasible candidates are never trained.** They are told at once (COMPLETE, constraint > 0,
-  accuracy 0.0, never read by the samplers for a constrained trial) and the searcher asks for the
-  next candidate; Ray never sees them.
+* **Infeasible candidates are never trained, and get no made-up accuracy.** They are told at once
+  as PRUNED with no values and their constraint violations (> 0): Optuna's TPE reads them as
+  infeasible (ranked by how far over they are), NSGA-II leaves them out of its population, and
+  optuna-dashboard never plots them as results. The searcher asks for the next candidate; Ray
+  never sees them.
 * **Duplicates are not trained twice.** A candidate whose ``arch_hash`` equals an earlier
   trained (or training) trial is told at once with the earlier trial's state and values (status
   "duplicate", ``duplicate_of``), so the sampler learns the same outcome without paying for it.
   A duplicate of a trial still training is told FAIL (nothing to copy yet).
-* **ASHA-stopped trials are PRUNED**, not COMPLETE with a low-fidelity value: a trial is complete
-  only when it reported all ``epochs``.
+* **Rungs.** A trial reports once per fidelity rung (`objective`); ASHA stops the ones that are
+  not among the best of their rung. A trial is COMPLETE (values: its top-rung accuracy) only when
+  it reached the top rung; one ASHA stopped is PRUNED, its accuracy at the highest rung it reached
+  kept as an intermediate value (step = rung, single-objective studies) and in user attrs
+  (``rung``, ``val_acc``, ``rung_val_acc``): the front compares it only within its rung
+  (`results.pareto.rung_front`).
 * **Result keys reach Optuna.** Accuracy, epochs trained, training time and failure reasons are
   copied into user attrs before ``tell``; reports and tells to trials that are already finished
   (possible after a kill and resume) are skipped instead of raising.
@@ -39,6 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,6 +71,10 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 1000
 INTERRUPTED = "interrupted: the search process ended while this trial was running"
 METRIC_OF = {"acc": "val_acc", "macs": "macs", "latency": "latency_ms"}
+# the study's metric names, as optuna-dashboard shows them (instead of "Objective 0/1")
+METRIC_NAMES = {"acc": "accuracy", "macs": "MACs", "latency": "latency_ms"}
+# what the run directory's metrics.jsonl keeps of each rung's report
+RUNG_ROW = ("rung", "budget", "val_acc", "train_loss", "tse", "epochs", "n_train", "n_val", "seconds", "device")
 
 
 def block_summary(cfg: ArchConfig) -> str:
@@ -168,6 +179,11 @@ class NasSearcher(OptunaSearch):
         # by the trainable (MACs and latency are known at sampling time and told by this class).
         self._metric, self._mode = "val_acc", "max"
         self.study: optuna.Study = self._ot_study
+        self.ladder = settings.rung_ladder()
+        if self.study.metric_names is None:  # optuna-dashboard's axes: "accuracy", "MACs", ...
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([METRIC_NAMES[o] for o in settings.objectives])
         self.live: dict[str, Live] = {}
         self.by_hash: dict[str, int] = {}  # arch_hash -> number of a trained or training trial
         self.outcomes: dict[int, tuple[TrialState, Any, dict[str, Any]]] = {}  # number -> state, values, attrs
@@ -245,6 +261,9 @@ class NasSearcher(OptunaSearch):
                 "data": s.data,
                 "data_fraction": s.data_fraction,
                 "seed": trial_seed(s.seed, trial.number),
+                # the fidelity rungs (the fields above describe the top one): lowest first
+                "rungs": [{"rung": r.index, "label": r.label(), "epochs": r.epochs, "width_multiplier": r.width,
+                           "data_fraction": r.data_fraction, "val_fraction": r.val_fraction} for r in self.ladder],
             },
         }
         if cand.latency_ms is not None:
@@ -311,10 +330,9 @@ class NasSearcher(OptunaSearch):
         values: Any = None
         if cand.error is not None:
             status, state, reason = "failed", TrialState.FAIL, cand.error
-        elif not cand.feasible:
-            status, state = "infeasible", TrialState.COMPLETE
+        elif not cand.feasible:  # PRUNED with its violations: infeasible to the samplers, no values
+            status, state = "infeasible", TrialState.PRUNED
             reason = "; ".join(self._describe_violation(k, cand) for k, v in cand.violations.items() if v > 0)
-            values = self._values(0.0, cand)
         else:
             status = "duplicate"
             reason = f"duplicate of trial {cand.duplicate_of}"
@@ -324,7 +342,7 @@ class NasSearcher(OptunaSearch):
                 reason += " (still training)"
             else:
                 state, values, earlier_attrs = earlier
-                for key in ("val_acc", "best_val_acc", "epochs_trained"):
+                for key in ("val_acc", "best_val_acc", "epochs_trained", "rung", "rung_label", "rung_val_acc"):
                     if key in earlier_attrs:
                         ot_trial.set_user_attr(key, earlier_attrs[key])
                 if state == TrialState.PRUNED:
@@ -378,24 +396,25 @@ class NasSearcher(OptunaSearch):
         if result.get("status") == "failed":
             live.failure_reason = str(result.get("failure_reason") or live.failure_reason or "training failed")
             return
-        epoch = int(result.get("epoch", 0))
-        if epoch <= 0 or "val_acc" not in result:
+        rung = result.get("rung")
+        if not isinstance(rung, int) or rung < 0 or "val_acc" not in result:
             return
-        key = (epoch, result.get("timestamp"), result.get("time_total_s"))
+        key = (rung, result.get("timestamp"), result.get("time_total_s"))
         if key == live.last_key:
             return  # already taken (the completing row repeats the last result)
         live.last_key = key
-        if epoch == 1:  # a retried trial starts over
+        if rung == 0:  # a retried trial starts over
             live.results.clear()
             live.failure_reason = None
-        row = {k: result[k] for k in ("epoch", "val_acc", "train_loss", "seconds", "epoch_seconds") if k in result}
+        row = {k: result[k] for k in RUNG_ROW if k in result}
+        row["rung_label"] = self.ladder[rung].label() if rung < len(self.ladder) else None
         if result.get("node_id"):
             live.node_id = str(result["node_id"])
         live.results.append(row)
         self.run_dir.append_metrics(live.candidate.number, row)
         if len(self.settings.objectives) == 1 and self._updatable(live.ot_trial):
-            live.ot_trial.report(float(result["val_acc"]), epoch)  # intermediate values help TPE rank pruned trials
-        self._emit("epoch", {"number": live.candidate.number, **row})
+            live.ot_trial.report(float(result["val_acc"]), rung)  # intermediate values help TPE rank pruned trials
+        self._emit("rung", {"number": live.candidate.number, **row})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self.outage:  # the trial stays RUNNING in the study: a resume marks it interrupted
@@ -445,26 +464,27 @@ class NasSearcher(OptunaSearch):
                     self._finish_failed(trial_id, live, live.failure_reason or "the trial raised an error or lost its worker")
 
     def _finish_trained(self, trial_id: str, live: Live) -> None:
-        cand, epochs = live.candidate, self.settings.epochs
+        cand, top = live.candidate, self.settings.top_rung
         last = live.results[-1] if live.results else None
         if live.failure_reason is not None:
             self._finish_failed(trial_id, live, live.failure_reason)
             return
         if last is None:
-            self._finish_failed(trial_id, live, "the trial ended without reporting an epoch")
+            self._finish_failed(trial_id, live, "the trial ended without reporting a rung")
             return
         acc = float(last["val_acc"])
         if not math.isfinite(acc):
             self._finish_failed(trial_id, live, f"non-finite validation accuracy {acc}")
             return
         self._set_training_attrs(live)
-        if int(last["epoch"]) >= epochs:
+        if int(last["rung"]) >= top:
             status, state, values = "complete", TrialState.COMPLETE, self._values(acc, cand)
         else:
             status, state, values = "pruned", TrialState.PRUNED, None
         attrs = {"status": status}
         if status == "pruned":
-            attrs["failure_reason"] = f"stopped early by ASHA after epoch {last['epoch']} of {epochs}"
+            attrs["failure_reason"] = (f"stopped by ASHA after rung {int(last['rung']) + 1} of {top + 1} "
+                                      "(not among the best of its rung)")  # fmt: skip
         for k, v in attrs.items():
             self._set_attr(live.ot_trial, k, v)
         self._tell(live.ot_trial, values, state)
@@ -480,10 +500,13 @@ class NasSearcher(OptunaSearch):
     def _set_training_attrs(self, live: Live) -> None:
         rows = live.results
         attrs = {
-            "val_acc": float(rows[-1]["val_acc"]) if rows else None,
-            "best_val_acc": max(float(r["val_acc"]) for r in rows) if rows else None,
-            "epochs_trained": len(rows),
-            "train_seconds": float(rows[-1].get("seconds", 0.0)) if rows else None,  # cumulative
+            "val_acc": float(rows[-1]["val_acc"]) if rows else None,  # at the highest rung reached
+            "rung": int(rows[-1]["rung"]) if rows else None,
+            "rung_label": rows[-1].get("rung_label") if rows else None,
+            "rung_val_acc": [float(r["val_acc"]) for r in rows] if rows else None,  # rung 0, 1, ...
+            "tse": float(rows[-1]["tse"]) if rows and "tse" in rows[-1] else None,
+            "epochs_trained": int(rows[-1].get("epochs", 0)) if rows else 0,  # at the highest rung reached
+            "train_seconds": sum(float(r.get("seconds", 0.0)) for r in rows) if rows else None,  # all rungs
             "retries": live.retries,
             "trained": True,
         }
@@ -502,7 +525,8 @@ class NasSearcher(OptunaSearch):
             cand.number,
             {"number": cand.number, "status": status, "state": state.name, "trained": True, "values": values,
              "reason": reason, "macs": cand.macs, "params": cand.params, "latency_ms_predicted": cand.latency_ms,
-             "val_acc": rows[-1]["val_acc"] if rows else None, "epochs_trained": len(rows), "retries": live.retries,
+             "val_acc": rows[-1]["val_acc"] if rows else None, "rung": rows[-1]["rung"] if rows else None,
+             "epochs_trained": int(rows[-1].get("epochs", 0)) if rows else 0, "retries": live.retries,
              "node_id": live.node_id, "device": rows[-1].get("device") if rows else None},  # fmt: skip
         )
         self._emit(status, {"number": cand.number, "val_acc": rows[-1]["val_acc"] if rows else None,

@@ -23,6 +23,8 @@ from results.settings import (  # noqa: F401 - the search's settings, re-exporte
     DEFAULT_PROXY_WIDTH,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATA_FRACTION,
+    DEFAULT_RUNGS,
+    RUNG_GROWTH,
     DEFAULT_OBJECTIVES,
     DEFAULT_SAMPLER,
     DEFAULT_DATA,
@@ -133,7 +135,7 @@ def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
         given["latency_table"] = str(Path(args.latency_table).resolve())
     if getattr(args, "latency_device", None) is not None:
         given["device"] = args.latency_device  # SearchSettings.device is the latency device
-    for name in ("sampler", "trials", "epochs", "proxy_resolution", "concurrency", "seed", "data",
+    for name in ("sampler", "trials", "rungs", "epochs", "proxy_resolution", "concurrency", "seed", "data",
                  "batch_size", "max_failures", "threads"):  # fmt: skip
         value = getattr(args, name)
         if value is not None:
@@ -202,6 +204,9 @@ def check_consistency(s: SearchSettings, given: Mapping[str, Any]) -> None:
     for name in ("trials", "epochs"):
         if getattr(s, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+    why = proxy.rungs_problem(s.rungs)
+    if why:
+        raise UserError(f"--rungs {why}, got {s.rungs}")
     why = proxy.batch_size_problem(s.batch_size)  # batch norm needs two samples: every trial would fail
     if why:
         raise UserError(f"--batch-size {why}, got {s.batch_size}")

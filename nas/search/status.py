@@ -37,6 +37,8 @@ def best_row(t: TrialRecord) -> dict[str, Any]:
     return {
         "number": t.number,
         "val_acc": t.val_acc,
+        "rung": t.rung,  # the fidelity rung the accuracy was measured at (0: the lowest)
+        "fidelity": t.fidelity.describe(),
         "macs": t.macs,
         "params": t.params,
         "latency_ms_predicted": t.latency_ms_predicted,
