@@ -40,7 +40,7 @@ from results.run_dir import RunDir
 from nas.search.runner import Resources, run_tune, start_ray
 from nas.search.searcher import NasSearcher, make_sampler, trial_seed
 from nas.search.settings import SearchSettings
-from nas.units import format_macs, parse_macs
+from search_space.units import format_macs, parse_macs
 from search_space import SearchSpace, analytic_cost
 from search_space.space import RandomChooser
 from train_proxy import ProxySpec, load_data, train_proxy

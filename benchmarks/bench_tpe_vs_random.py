@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas.units import parse_macs
+from search_space.units import parse_macs
 from results.pareto import hypervolume
 
 

@@ -65,23 +65,24 @@ def pareto_figure(
 ) -> Figure:
     """Accuracy against ``x`` (``macs`` or a latency): all trials grey, the front in red.
 
-    Pruned trials are drawn hollow (their accuracy is from partial training); infeasible ones were
+    Pruned trials are drawn hollow (their accuracy is from a lower rung); infeasible ones were
     never trained and appear as red ticks on the x axis at their cost. Zoo models with a proxy
     accuracy are black stars; those without one are dotted vertical lines at their cost.
     """
     fig = Figure(figsize=(8.6, 5.2))
     ax = fig.add_subplot()
     front_ids = {t.number for t in front}
-    full = [t for t in trials if t.eligible and t.number not in front_ids and t.metric(x) is not None]
-    pruned = [t for t in trials if t.status == "pruned" and t.metric(x) is not None and t.val_acc is not None]
+    full = [t for t in trials if t.eligible and t.fidelity.full and t.number not in front_ids and t.metric(x) is not None]
+    pruned = [t for t in trials if t.status == "pruned" and t.number not in front_ids and t.metric(x) is not None
+              and t.val_acc is not None]  # fmt: skip
     infeasible = [t for t in trials if t.status == "infeasible" and t.metric(x) is not None]
     if full:
         ax.scatter([t.metric(x) for t in full], [t.val_acc for t in full], s=22, color=GREY, alpha=0.75,
-                   label=f"complete trials ({len(full) + len(front)})", zorder=2)  # fmt: skip
+                   label=f"top-rung trials ({len(full)} off the front)", zorder=2)  # fmt: skip
     if pruned:
         ax.scatter([t.metric(x) for t in pruned], [t.val_acc for t in pruned], s=22, facecolors="none",
                    edgecolors=GREY, alpha=0.75, zorder=2,
-                   label=f"pruned early ({len(pruned)}, partial training)")  # fmt: skip
+                   label=f"stopped at a lower rung ({len(pruned)}, a cheaper proxy)")  # fmt: skip
     if front:
         xs = [t.metric(x) for t in front]
         ys = [t.val_acc for t in front]
@@ -140,14 +141,15 @@ def _draw_zoo(ax, zoo: Sequence[ZooPoint]) -> None:  # type: ignore[no-untyped-d
 
 
 def history_figure(trials: Sequence[TrialRecord], title: str = "") -> Figure:
-    """Accuracy by trial number, best-so-far among complete feasible trials as a step line."""
+    """Accuracy by trial number, best-so-far among trials measured at the top rung as a step line
+    (a lower rung's accuracy is another fidelity: drawn apart, never the best so far)."""
     fig = Figure(figsize=(8.6, 4.2))
     ax = fig.add_subplot()
     ordered = sorted(trials, key=lambda t: t.number)
     groups = {
-        "complete, feasible": ([t for t in ordered if t.eligible], dict(color="#1f77b4", s=20)),
-        "pruned early (partial)": ([t for t in ordered if t.status == "pruned"],
-                                   dict(color="#ff7f0e", marker="x", s=24)),  # fmt: skip
+        "top rung, feasible": ([t for t in ordered if t.eligible and t.fidelity.full], dict(color="#1f77b4", s=20)),
+        "stopped at a lower rung": ([t for t in ordered if t.status == "pruned"],
+                                    dict(color="#ff7f0e", marker="x", s=24)),  # fmt: skip
         "duplicate (not retrained)": ([t for t in ordered if t.status == "duplicate"],
                                       dict(color=GREY, marker="s", s=10)),  # fmt: skip
     }
@@ -158,7 +160,7 @@ def history_figure(trials: Sequence[TrialRecord], title: str = "") -> Figure:
                        zorder=3, **style)  # fmt: skip
     best, xs, ys = -math.inf, [], []
     for t in ordered:
-        if t.eligible and t.val_acc is not None and t.val_acc > best:
+        if t.eligible and t.fidelity.full and t.val_acc is not None and t.val_acc > best:
             best = t.val_acc
         if best > -math.inf:
             xs.append(t.number)

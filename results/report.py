@@ -116,7 +116,9 @@ def param_importances(run: Run) -> tuple[dict[str, float] | None, str]:
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     study = run.study()
-    usable = {t.number: t.val_acc for t in run.eligible() if t.val_acc is not None}
+    # one fidelity for all: the lowest rung, which every trained trial reached (a run from before
+    # rungs: its one proxy)
+    usable = {t.number: acc for t in run.eligible() if (acc := _lowest_rung_acc(t)) is not None}
     if study is None or len(usable) < MIN_TRIALS_FOR_IMPORTANCE:
         return None, (
             f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete feasible trials; "
@@ -143,7 +145,7 @@ def param_importances(run: Run) -> tuple[dict[str, float] | None, str]:
         importances = get_param_importances(mirror, evaluator=FanovaImportanceEvaluator(seed=0), params=varied)
     except (ValueError, RuntimeError) as exc:
         return None, f"Parameter importances could not be computed ({type(exc).__name__}: {str(exc)[:120]})."
-    note = f"fANOVA (Optuna, seed 0) over {len(frozen)} complete feasible trials, target proxy accuracy."
+    note = f"fANOVA (Optuna, seed 0) over {len(frozen)} measured feasible trials, target proxy accuracy at the lowest rung (the one fidelity every trained trial reached)."
     if conditional:
         shown = ", ".join(conditional[:12]) + (" ..." if len(conditional) > 12 else "")
         note += (
@@ -254,9 +256,12 @@ def build_report(run: Run | str | Path, out: str | Path | None = None) -> Report
     if pairs:
         tau_text = proxy_final_agreement(pairs)
         fig = proxy_final_figure(pairs, title=f"Proxy vs full training ({tau_text})")
+        from .compare import finals_notice  # one line when the finals mix data or settings
+
+        mixed = finals_notice(run, finals)
         sections.append("<h2>Proxy accuracy vs full training</h2>" + add_figure(
             "proxy_vs_final", fig, f"Trials trained fully by nas finalize (RUN_DIR/final/): {tau_text}.")  # fmt: skip
-            + _finals_table(run, finals))
+            + (f"<p class=note>{html.escape(mixed)}</p>" if mixed else "") + _finals_table(run, finals))
     sections.append(_front_table(run, front, out_dir))
     sections.append(_zoo_table(zoo))
     sections.append(_methods(run, front))
@@ -304,9 +309,10 @@ def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
         ("objectives / sampler", f"{', '.join(s.objectives)} / {s.sampler or '-'}"),
         ("trials trained / requested", f"{counts['trained']} / {s.trials if s.trials is not None else '?'}"),
         ("counts", ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("total", "trained"))),
-        ("proxy", f"{s.epochs} epochs at {s.proxy_resolution} px, width x{_opt(s.proxy_width, '{:g}')}, batch "
+        ("proxy (top rung)", f"{s.epochs} epochs at {s.proxy_resolution} px, width x{_opt(s.proxy_width, '{:g}')}, batch "
                   f"{s.batch_size}, data {s.data} "
                   f"(fraction {s.data_fraction}), seed {s.seed}, concurrency {s.concurrency}"),  # fmt: skip
+        ("rungs", _rungs(s)),
         ("space", str(s.space)),
         ("resources", _resources(run.resources)),
         ("best complete trial", f"#{best.number}: accuracy {best.val_acc:.4f}, {format_macs(best.macs)}" if best else "-"),
@@ -315,6 +321,22 @@ def _summary(run: Run, front: Sequence[TrialRecord]) -> str:
     ]  # fmt: skip
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<h2>Summary</h2><table class=kv>{body}</table>"
+
+
+def _rungs(s: Any) -> str:
+    """The run's fidelity rungs, lowest first, as the fidelity study names them."""
+    if not isinstance(s.rungs, int) or s.epochs is None or s.proxy_width is None or s.data_fraction is None:
+        return "-"
+    ladder = s.rung_ladder()
+    text = ", ".join(r.label() for r in ladder)
+    return text + (" (ASHA keeps the best third of each rung)" if len(ladder) > 1 else " (one proxy for every trial)")
+
+
+def _lowest_rung_acc(t: TrialRecord) -> float | None:
+    accs = t.user_attrs.get("rung_val_acc")
+    if isinstance(accs, list) and accs and isinstance(accs[0], (int, float)):
+        return float(accs[0])
+    return t.val_acc  # trials that record no rungs (runs from before them): their one proxy
 
 
 def _resources(res: Any) -> str:
@@ -334,7 +356,7 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
     if not front:
         return "<h2>Pareto front</h2><p class=note>No complete feasible trial yet.</p>"
     links = config_links(run, front)
-    head = ("trial", "accuracy", "best acc.", "MACs", "params", "latency predicted", "latency measured", "epochs",
+    head = ("trial", "accuracy", "measured at", "MACs", "params", "latency predicted", "latency measured", "epochs",
             "stages", "config")  # fmt: skip
     rows = []
     for t in front:
@@ -348,15 +370,17 @@ def _front_table(run: Run, front: Sequence[TrialRecord], out_dir: Path) -> str:
             if card is not None:
                 link += f' &middot; <a href="{_rel(card, out_dir)}">card</a>'
         cells = [
-            f"#{t.number}", f"{t.val_acc:.4f}", _opt(t.best_val_acc, "{:.4f}"), format_macs(t.macs),
+            f"#{t.number}", f"{t.val_acc:.4f}", html.escape(t.fidelity.describe()), format_macs(t.macs),
             format_count(t.params), format_ms(t.latency_ms_predicted), format_ms(t.latency_ms_measured),
             f"{t.fidelity.epochs_trained or '-'}", stages, link,
         ]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
     return (
-        f"<h2>Pareto front</h2><p>Complete, feasible trials that no other such trial beats in every objective of "
-        f"the run ({html.escape(', '.join(LABELS[o] for o in front_objectives(run.objectives, run.trials)))}); "
+        f"<h2>Pareto front</h2><p>Measured, feasible trials that no other such trial beats in every objective of "
+        f"the run ({html.escape(', '.join(LABELS[o] for o in front_objectives(run.objectives, run.trials)))}), "
+        "accuracy compared only within a rung: a trial measured at a lower rung is on the front only where no "
+        "higher-rung member costs as little (the column 'measured at' says which); "
         "links go to the exported config (or the trial's own config when the search has not exported "
         f"it yet). {html.escape(latency_sources(run))}</p><table class=grid><tr>{header}</tr>{''.join(rows)}</table>"
     )

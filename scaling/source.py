@@ -22,7 +22,7 @@ from results.run import Run, TrialRecord, is_run_dir, load_run
 from search_space import ArchConfig, UserError, resolve_config
 from search_space.text import printable
 
-from nas.units import format_macs
+from search_space.units import format_macs
 
 DEFAULT_RUNS = Path("runs")
 PICK_RULE = "highest proxy accuracy on the run's Pareto front, ties to fewer MACs, then the lower trial number"

@@ -20,6 +20,41 @@ INSTALLED_FASHION_MNIST = Path(os.environ.get(FASHION_MNIST_ENV) or "/usr/share/
 os.environ[FASHION_MNIST_ENV] = "/nonexistent/hybrid-nas-tests/fashion-mnist"
 
 
+# Tests that each took 9 s or more in the fast tier (`pytest -m "not slow" --durations=50` on the
+# 2-core development machine): in the full suite (CI), out of the fast tier a developer loops on.
+# Most start `nas` in a subprocess (torch's import) or train; none is skipped anywhere.
+SLOW_IN_FAST_TIER = (
+    "test_bad_input.py::test_bad_input_console_entries",
+    "test_channel_attention.py::test_analytic_equals_traced_for_samples_with_new_modules",
+    "test_fashion_mnist_default.py::test_without_fashion_mnist_the_default_is_digits_with_one_notice",
+    "test_hostile_inputs.py::test_a_fifo_or_a_device_is_not_read",
+    "test_hostile_inputs.py::test_resume_refuses_an_edited_space_and_a_journal_damaged_in_the_middle",
+    "test_hostile_inputs.py::test_run_json_of_the_wrong_shape_is_unreadable_not_a_crash",
+    "test_latency_cache_validation.py::test_a_fifo_in_place_of_the_lock_is_refused_not_waited_on",
+    "test_latency_runtimes.py::",
+    "test_models_and_counting.py::test_analytic_equals_traced_for_random_samples",
+    "test_models_and_counting.py::test_analytic_equals_traced_for_zoo",
+    "test_models_and_counting.py::test_zoo_forward_at_own_resolution_and_64",
+    "test_report.py::test_report_is_self_contained_with_real_figures",
+    "test_scaling_cli.py::test_console_script_error_is_one_line",
+    "test_scaling_from_run.py::test_expand_in_an_empty_directory_says_how_to_give_a_base",
+    "test_terminal_escapes.py::test_nas_train_prints_and_writes_a_hostile_name_escaped",
+    "test_timm_models.py::test_timm_loads_saved_weights_with_pretrained_cfg_overlay",
+    "test_train_save.py::",
+    "test_train_signals.py::",
+    "test_training_recipe.py::test_nas_train_end_to_end_rates",
+    "test_training_recipe.py::test_nas_train_refuses_a_rate_of_1_5",
+    "test_vocabulary.py::test_python_dash_m_runs_both_clis",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        node = item.nodeid.split("/")[-1]
+        if node.startswith(SLOW_IN_FAST_TIER):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The installed Fashion-MNIST, made visible as a user with Debian's package sees it (also to

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from fault_helpers import TINY_SPACE, shared_search_run, tree_digest, write_space
 
-from nas.units import format_macs
+from search_space.units import format_macs
 from scaling.cli import main as scaling_main
 from search_space import SearchSpace
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nas.search.settings import parse_latency, parse_objectives
-from nas.units import parse_count, parse_macs
+from search_space.units import parse_count, parse_macs
 from search_space.errors import UserError
 
 

@@ -27,7 +27,7 @@ import torch
 from nas.cli import main
 from results.run_dir import STUDY_NAME, RunDir
 from nas.search.settings import SearchSettings
-from nas.units import format_macs
+from search_space.units import format_macs
 from search_space import ArchConfig, SearchSpace, analytic_cost, build_model
 
 BUDGET = "1.5G"  # about one in five architectures of the default space fits: many infeasible

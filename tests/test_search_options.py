@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from fault_helpers import TINY_BUDGET, search_args, write_space
 
-from nas.units import format_count, parse_count, parse_macs
+from search_space.units import format_count, parse_count, parse_macs
 
 PARAMS, LATENCY_MS = "100K", 1000.0
 

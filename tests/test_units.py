@@ -11,7 +11,6 @@ import re
 
 import pytest
 
-import nas.units
 import search_space.units as units
 from nas.cli import main
 from results.cards import stage_table
@@ -88,10 +87,22 @@ def test_significant_digits(value: float, text: str) -> None:
     assert "e" not in significant(value)
 
 
-def test_the_clis_print_through_the_same_functions() -> None:
-    """nas/units.py is a re-export: the CLIs and the cards cannot drift apart again."""
-    for name in ("format_macs", "format_count", "format_ms", "format_seconds", "parse_macs", "parse_count"):
-        assert getattr(nas.units, name) is getattr(units, name)
+def test_one_formatter_and_parser_for_every_package() -> None:
+    """No module but search_space/units.py defines a quantity formatter or parser: the CLIs, the
+    cards, the report and scaling print through the same functions and cannot drift apart again."""
+    import ast
+    from pathlib import Path
+
+    names = {"format_macs", "format_count", "format_ms", "format_seconds", "parse_macs", "parse_count", "significant"}
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for package in ("search_space", "train_proxy", "results", "nas", "scaling", "benchmarks", "scripts"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef) and node.name in names:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert {f.split()[-1] for f in found} == names and all(f.startswith("search_space/units.py:") for f in found)
+    assert not (root / "nas" / "units.py").exists(), "the re-export is gone: import search_space.units"
 
 
 def test_parsing_kept_its_behaviour_and_messages() -> None:

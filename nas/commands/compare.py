@@ -12,7 +12,7 @@ from search_space.errors import UserError
 from search_space.text import printable
 
 from ..cli_utils import print_json
-from ..units import format_macs
+from search_space.units import format_macs
 
 REFERENCE_RULE = (
     "common to both runs: accuracy 0, the larger MAC budget; for params/latency the larger limit, or 1.1 x the "
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Compare two search runs: their Pareto fronts (complete, feasible trials) side by side, the "
         "hypervolume of each against one reference point derived from both runs (accuracy 0, the larger MAC "
         "budget; for params/latency the larger limit or 1.1 x the largest value seen), the ratio HV(A)/HV(B), "
-        "and set coverage (the share of one front that the other dominates or equals).",
+        "and set coverage (the share of one front that the other dominates or equals). Runs whose proxies differ "
+        "(data, epochs, resolution, width, data fraction, batch, rungs) are compared with one line saying so.",
     )
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
@@ -71,6 +72,8 @@ def _row(t: TrialRecord | None, objectives: tuple[str, ...]) -> str:
 
 def print_comparison(c: Comparison) -> None:
     objs = c.objectives
+    if c.notice:  # the runs' proxies differ: one line, before the numbers it qualifies
+        print(printable(c.notice))
     width = 7 + 12 * len(objs)
     # the run paths are the user's names: printed escaped (a newline or terminal escape in a directory name)
     print(printable(f"A: {c.run_a.path}  ({c.run_a.display_status}, {len(c.front_a)} on the front)"))

@@ -12,7 +12,7 @@ from search_space.text import printable
 from search_space.errors import UserError
 
 from ..cli_utils import non_negative_int, positive_int, print_json
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

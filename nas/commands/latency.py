@@ -12,7 +12,7 @@ from search_space import analytic_cost, resolve_config
 from train_proxy.latency import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_REPEATS, DEFAULT_WARMUP
 
 from ..cli_utils import non_negative_int, old_spellings, positive_int, print_json, resolution_arg
-from ..units import format_macs
+from search_space.units import format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from search_space.text import printable
 from search_space import analytic_report, resolve_config, traced_cost
 
 from ..cli_utils import print_json, resolution_arg
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

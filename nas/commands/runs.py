@@ -11,7 +11,7 @@ from search_space.errors import UserError
 from search_space.text import printable
 
 from ..cli_utils import print_json
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

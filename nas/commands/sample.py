@@ -13,7 +13,7 @@ from search_space.files import make_output_dir
 from results.run_dir import refuse_run_records
 
 from ..cli_utils import old_spellings, positive_int
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from search_space.text import printable
 
 from ..cli_utils import positive_int, print_json
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

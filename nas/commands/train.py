@@ -18,7 +18,7 @@ from train_proxy import proxy_defaults as D
 
 from ..cli_utils import (DATA_HELP, batch_size_arg, fraction_arg, old_spellings, old_value_form, positive_int,
                          print_json, resolution_arg, width_arg)  # fmt: skip
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

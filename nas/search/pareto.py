@@ -23,7 +23,7 @@ from results.run import load_run, study_records
 from search_space import ArchConfig
 from search_space.files import make_dirs, write_atomic
 
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 from results.run_dir import RunDir
 from .settings import SearchSettings
 

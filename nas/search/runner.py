@@ -54,7 +54,7 @@ from search_space.files import free_space, is_disk_full
 from search_space.text import printable
 from search_space.yaml_io import read_text_file
 
-from ..units import format_macs
+from search_space.units import format_macs
 from . import preflight
 from results.run_dir import RunDir, default_run_dir, now_iso, space_digest
 from .settings import (

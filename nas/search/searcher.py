@@ -60,7 +60,7 @@ from search_space import ArchConfig, SearchSpace, analytic_cost
 from search_space.errors import DiskFullError, UserError
 from search_space.files import is_disk_full
 
-from ..units import format_count, format_macs
+from search_space.units import format_count, format_macs
 from .faults import DriverFaults
 from results.run_dir import STUDY_NAME, RunDir, arch_hash, counts_as_trained, frozen_status, trained_arch_index
 from .settings import SearchSettings

@@ -39,7 +39,7 @@ from search_space.errors import UserError
 from train_proxy import proxy_defaults as proxy
 from train_proxy.latency import DEFAULT_DEVICE as DEFAULT_LATENCY_DEVICE  # noqa: F401 - SearchSettings.device
 
-from ..units import format_count, format_macs, parse_count, parse_macs
+from search_space.units import format_count, format_macs, parse_count, parse_macs
 
 DEFAULT_SEED = proxy.SEED
 
