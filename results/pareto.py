@@ -77,6 +77,10 @@ def _as_minimized(points: Iterable[Point], signs: Sequence[float]) -> list[tuple
 
 
 def dominates(a: Point, b: Point, directions: Sequence[str]) -> bool:
+    """Whether ``a`` is at least as good as ``b`` in every objective and better in one.
+
+    ``directions`` holds ``"maximize"`` or ``"minimize"`` per objective.
+    """
     signs = _check_directions(directions, len(a))
     ma, mb = _as_minimized([a, b], signs)
     return all(x <= y for x, y in zip(ma, mb)) and any(x < y for x, y in zip(ma, mb))

@@ -187,6 +187,11 @@ class FinalRecord:
 
 @dataclass(frozen=True)
 class Run:
+    """A run directory as a reader sees it: settings, status, the study's trials, what it recorded.
+
+    Loaded by `load_run`; nothing here writes into the run directory.
+    """
+
     path: Path
     status: str
     settings: RunSettings
@@ -286,6 +291,7 @@ def rank_trials(trials: Sequence[TrialRecord], objective: str = "acc") -> list[T
 
 
 def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a directory `nas search` wrote (it holds run.json or a study journal)."""
     rd = RunDir(Path(path))
     return rd.path.is_dir() and (rd.run_json.is_file() or rd.journal.is_file())
 

@@ -52,6 +52,8 @@ class ZooReference:
 
 @dataclass(frozen=True)
 class Member:
+    """One model of a family: its name (Ti, XS, ...), the scaled model, and a zoo model beside it."""
+
     name: str
     scaled: Scaled
     zoo: ZooReference | None = None
@@ -131,6 +133,22 @@ def build_family(
     tolerance: float = 0.03,
     compare: Sequence[str | None] | None = None,
 ) -> list[Member]:
+    """One scaled member per phi (what `scaling family` builds before writing it).
+
+    Args:
+        base: the architecture to scale (phi = 0 reproduces it).
+        phis: compound coefficients, e.g. ``(-2, -1, 0, 1)``.
+        names: one name per phi; default Ti, XS, S, B for the default phis.
+        coeffs: alpha, beta, gamma; default CMT's 1.2, 1.3, 1.15.
+        match_macs: search each member's width multiplier until its MACs are within
+            ``tolerance`` of base MACs x constant^phi.
+        tolerance: allowed relative MACs error with ``match_macs``.
+        compare: one zoo model name (or YAML, or ``-`` for none) per phi, set beside each member.
+
+    Raises:
+        UserError: mismatched names or comparisons, a bad member name, or an absurd phi (checked
+            before any member is built).
+    """
     coeffs = coeffs or Coefficients()
     names = tuple(names) if names is not None else default_names(phis)
     if len(names) != len(phis):

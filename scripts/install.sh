@@ -61,7 +61,7 @@ if [ "${1:-}" = "--test" ]; then
       "$PY" -m pip install -q ${TORCHVISION_SPEC:-torch==2.14.1 torchvision==0.29.1}  # a CUDA build; runs on the CPU
     fi
   fi
-  "$PY" -m pip install -q -e ".[test]"
+  "$PY" -m pip install -q -e ".[test,docs]"  # docs: tests/test_docs.py builds the site (mkdocs --strict)
   if ! command -v chromium >/dev/null 2>&1; then
     if can_apt; then
       apt_install chromium || echo "install.sh: could not install chromium; tests/test_report.py's browser test will be skipped" >&2

@@ -138,6 +138,12 @@ def channel_attentions() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class StemConfig:
+    """The stem before the first stage: ``kind`` is one of `STEM_KINDS`.
+
+    ``conv3`` is CMT's stem, a 3x3 stride-2 conv then two 3x3 convs (each with GELU and BN) of
+    ``channels`` channels; ``none`` lets the first patch embedding read the image (VAN).
+    """
+
     kind: str = "conv3"
     channels: int = 32
 
@@ -200,6 +206,12 @@ if set(COMMON_STAGE_FIELDS) - set(STAGE_FIELDS):
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """The classifier after the last stage: ``kind`` is one of `HEAD_KINDS`.
+
+    ``linear`` pools then classifies (VAN); ``conv_bn_act`` first maps to ``fc_dim`` channels with
+    a 1x1 conv, BN and swish (CMT's 1280); ``dropout`` is applied before the classifier.
+    """
+
     kind: str = "linear"
     fc_dim: int = 0  # conv_bn_act: channels of the 1x1 conv before the classifier
     dropout: float = 0.0
@@ -207,6 +219,22 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ArchConfig:
+    """One architecture: resolution, stem, stages, head, classes and stochastic depth.
+
+    Frozen and hashable; everything downstream (building, counting, training, latency, export,
+    scaling) reads only this object. `from_dict`, `from_yaml` and `load` validate what they
+    read and raise `ConfigError` naming the first problem; `to_yaml` and `save` write a file
+    those read back to an equal config.
+
+    Example:
+        ```python
+        from search_space import load_zoo
+        cfg = load_zoo("cmt_ti")
+        bigger = cfg.replace(resolution=192)   # a new, unvalidated config: call validate()
+        bigger.validate()
+        ```
+    """
+
     stages: tuple[StageConfig, ...]
     name: str = "custom"
     resolution: int = 224
@@ -230,10 +258,12 @@ class ArchConfig:
 
     @property
     def total_stride(self) -> int:
+        """How much the stem and the patch embeddings shrink the input, together."""
         return self.stem.stride * math.prod(s.embed_stride for s in self.stages)
 
     # -- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists and dicts), as the YAML file holds it."""
         return {
             "name": self.name,
             "resolution": self.resolution,
@@ -247,6 +277,12 @@ class ArchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "ArchConfig":
+        """A validated config from plain data; unknown keys and wrong types are a `ConfigError`.
+
+        Args:
+            data: the mapping a YAML file holds.
+            source: where it came from, the head of any error message.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
         top = _check_keys(data, cls, source, required=("stages",))
@@ -270,10 +306,12 @@ class ArchConfig:
         return cfg
 
     def to_yaml(self) -> str:
+        """The config as YAML text (`from_yaml` reads it back to an equal config)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "config") -> "ArchConfig":
+        """A validated config from YAML text, read with a safe loader only."""
         data = load_yaml(text, source)
         if data is None:
             raise ConfigError(f"{source}: empty config")
@@ -281,14 +319,17 @@ class ArchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ArchConfig":
+        """A validated config from a YAML file (a regular file within the YAML size cap)."""
         return cls.from_yaml(read_text_file(path, "file"), source=str(path))
 
     def save(self, path: str | Path) -> None:
+        """Write the YAML file atomically (a new file renamed into place, never through a link)."""
         from .files import write_atomic
 
         write_atomic(path, self.to_yaml())
 
     def replace(self, **changes: Any) -> "ArchConfig":
+        """A copy with some fields changed (not validated: call `validate`)."""
         return dataclasses.replace(self, **changes)
 
     # -- validation -------------------------------------------------------------------

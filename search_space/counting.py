@@ -28,12 +28,22 @@ from .walk import network_parts
 
 @dataclass(frozen=True)
 class CostReport:
+    """The analytic count of a network: its total and its parts, at one resolution."""
+
     total: Cost
     parts: tuple[tuple[str, Cost], ...]  # ("stem", ...), ("stage1", ...), ..., ("head", ...)
     resolution: int
 
 
 def analytic_report(cfg: ArchConfig, resolution: int | None = None) -> CostReport:
+    """Parameters and MACs per part of the network (stem, each stage, head) and in total.
+
+    Pure arithmetic on the config (no model is built), cached per (config, resolution).
+
+    Args:
+        cfg: the architecture.
+        resolution: input side in pixels; default the config's own.
+    """
     return _analytic_report(cfg, resolution or cfg.resolution)
 
 
@@ -54,10 +64,29 @@ def _analytic_report(cfg: ArchConfig, res: int) -> CostReport:
 
 
 def analytic_cost(cfg: ArchConfig, resolution: int | None = None) -> Cost:
+    """Parameters and MACs of the whole network, from the analytic model (about 0.15 ms).
+
+    MACs are multiply-accumulates of convolutions, linear layers and attention products ("FLOPs"
+    as the VAN and CMT papers count them); `traced_cost` agrees exactly.
+
+    Args:
+        cfg: the architecture.
+        resolution: input side in pixels; default the config's own.
+    """
     return analytic_report(cfg, resolution).total
 
 
 def traced_cost(cfg: ArchConfig, resolution: int | None = None) -> Cost:
+    """Parameters and MACs counted by running the network: the check on `analytic_cost`.
+
+    The model is built on PyTorch's meta device (no memory, milliseconds) and run once under
+    `torch.utils.flop_counter.FlopCounterMode`, plus the elementwise window-attention products
+    ACmix records from the shapes it ran on.
+
+    Args:
+        cfg: the architecture.
+        resolution: input side in pixels; default the config's own.
+    """
     from .model import build_model
 
     res = resolution or cfg.resolution

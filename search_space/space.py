@@ -147,6 +147,19 @@ class Knob:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A search space: per network and per stage, each knob a value, a list or an integer range.
+
+    Loaded from YAML (`load`, `default`, `from_dict`) and validated choice by choice; `suggest`
+    draws an `ArchConfig` define-by-run from an Optuna trial, `sample` from a seeded generator.
+
+    Example:
+        ```python
+        from search_space import SearchSpace
+        space = SearchSpace.default()
+        cfg = space.sample(0)   # the same seed gives the same architecture
+        ```
+    """
+
     name: str
     resolution: int
     num_classes: int
@@ -156,6 +169,7 @@ class SearchSpace:
     # -- loading ----------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Any, source: str = "space") -> "SearchSpace":
+        """A validated space from plain data; an unknown key or knob is a `ConfigError`."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: expected a mapping at the top level")
         known = {"name", "resolution", "num_classes", "stages", *TOP_KNOBS}
@@ -191,6 +205,7 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> "SearchSpace":
+        """A validated space from a YAML file (what `nas search --space FILE` reads)."""
         data = load_yaml_file(path, "search space file")
         if data is None:
             raise ConfigError(f"{path}: empty search space")
@@ -198,6 +213,7 @@ class SearchSpace:
 
     @classmethod
     def default(cls) -> "SearchSpace":
+        """The packaged default space, ``search_space/spaces/default.yaml``."""
         text = resources.files("search_space").joinpath("spaces/default.yaml").read_text()
         return cls.from_dict(yaml.safe_load(text), "default space")
 
@@ -232,6 +248,12 @@ class SearchSpace:
         return cfg
 
     def sample(self, rng: int | random.Random, num_classes: int | None = None) -> ArchConfig:
+        """A uniformly random valid architecture.
+
+        Args:
+            rng: a seed or a `random.Random`; the same seed gives the same architecture.
+            num_classes: the classifier's classes; default the space's own.
+        """
         return self.suggest(RandomChooser(rng), num_classes)
 
     # -- checks -----------------------------------------------------------------------

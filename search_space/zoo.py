@@ -10,11 +10,13 @@ from .errors import ConfigError
 
 
 def zoo_names() -> list[str]:
+    """The names of the zoo's models (``van_b0`` ... ``cmt_b``, ``acmix_t``), sorted."""
     folder = resources.files("search_space").joinpath("zoo")
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def load_zoo(name: str) -> ArchConfig:
+    """A zoo model's config, as published (an unknown name is a `ConfigError` listing the zoo)."""
     if name not in zoo_names():
         raise ConfigError(f"unknown zoo model '{name}' (zoo: {', '.join(zoo_names())})")
     text = resources.files("search_space").joinpath(f"zoo/{name}.yaml").read_text()

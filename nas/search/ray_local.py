@@ -1,7 +1,7 @@
 """The local Ray of ``nas search``: reachable from this machine only, and gone soon after the search.
 
 Whoever reaches one of Ray's ports can ask it to run code; its token authentication (on by default
-in ray 2.60, README "What listens where") is the only guard. Two things, measured with ray 2.60 on
+in ray 2.60, docs/reliability.md "What listens where") is the only guard. Two things, measured with ray 2.60 on
 Linux, make a plain ``ray.init(_node_ip_address="127.0.0.1")`` unsafe:
 
 * **Listening addresses.** ``ray.init`` passes ``_node_ip_address`` through
