@@ -22,7 +22,7 @@ DEVICES = ("cpu", "cuda")
 
 # 24 architectures at the lowest rung, the best third of them again at the top rung (the default
 # proxy), keep `nas search --budget 4GFLOPs` on Fashion-MNIST within 10 minutes on 2 CPU cores
-# (README: the measured wall time). Scale up for real searches.
+# (docs/search.md: the measured wall time). Scale up for real searches.
 DEFAULT_TRIALS = 24
 DEFAULT_EPOCHS = proxy.EPOCHS
 DEFAULT_PROXY_RESOLUTION = proxy.RESOLUTION

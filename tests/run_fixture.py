@@ -6,8 +6,8 @@ search runs in two segments, as a user's would after a crash:
 
 1. ``nas search --trials 3`` with ``HYBRID_NAS_FAULT=raise@trial:3`` (trial 3's training
    raises: failed, ``--max-failures 0`` so it is not retried). Trials train one at a time over
-   two rungs (a tenth, then 0.3 of the training split), so ASHA stops a trial whose rung-1
-   accuracy is below the earlier ones': pruned, with its rung-1 accuracy recorded.
+   two rungs (width x0.25, then x0.5), so ASHA stops a trial whose rung-1 accuracy is below the
+   earlier ones': pruned, with its rung-1 accuracy recorded.
 2. The state a search killed mid-training leaves: run.json says "running" and one more candidate
    was sampled through the real `NasSearcher` (costs computed, config written, RUNNING in the
    study) but never finished. (Killing a real search at that moment needs the Ray process

@@ -1,7 +1,8 @@
 """The search's fidelity rungs: the ladder, ASHA's milestones on it, and a rung's validation subset.
 
-The ladder's values are worked out by hand from its rule (each rung below the top sees three
-times fewer training images and a sixth of the validation split); ASHA's milestones are read off
+The ladder's values are worked out by hand from its rule (from the top down: half the width, then
+a third of the images, in turn; every rung below the top scores a sixth of the validation
+split); ASHA's milestones are read off
 Ray Tune's own scheduler; a rung's subset accuracy is checked against the same training scored
 on the whole validation split, image by image.
 """
@@ -17,14 +18,18 @@ from train_proxy.proxy_defaults import rung_ladder
 
 def test_the_ladder_by_hand() -> None:
     two = rung_ladder(1, 0.5, 0.1, 2)
-    assert [(r.index, r.epochs, r.width) for r in two] == [(0, 1, 0.5), (1, 1, 0.5)]
-    assert [r.data_fraction for r in two] == pytest.approx([0.1 / 3, 0.1])
+    assert [(r.index, r.epochs, r.width) for r in two] == [(0, 1, 0.25), (1, 1, 0.5)]
+    assert [r.data_fraction for r in two] == pytest.approx([0.1, 0.1])
     assert [r.val_fraction for r in two] == pytest.approx([1 / 6, 1.0])
     assert [r.budget for r in two] == [1, 3]
-    assert [r.label() for r in two] == ["e1-w0.5-f0.0333-v0.17", "e1-w0.5-f0.1"]
+    assert [r.label() for r in two] == ["e1-w0.25-f0.1-v0.17", "e1-w0.5-f0.1"]
     three = rung_ladder(2, 1.0, 0.9, 3)
-    assert [r.data_fraction for r in three] == pytest.approx([0.1, 0.3, 0.9])
+    assert [r.width for r in three] == [0.5, 0.5, 1.0] and [r.epochs for r in three] == [2, 2, 2]
+    assert [r.data_fraction for r in three] == pytest.approx([0.3, 0.9, 0.9])
     assert [r.budget for r in three] == [1, 3, 9]
+    four = rung_ladder(1, 1.0, 0.9, 4)
+    assert [r.width for r in four] == [0.25, 0.5, 0.5, 1.0]
+    assert [r.data_fraction for r in four] == pytest.approx([0.3, 0.3, 0.9, 0.9])
     (one,) = rung_ladder(1, 0.5, 0.1, 1)
     assert (one.data_fraction, one.val_fraction) == (0.1, 1.0)  # one rung: the proxy as given
 

@@ -12,7 +12,7 @@ from ..search import settings as S
 DEFAULTS = textwrap.fill(
     f"Defaults ({S.DEFAULT_TRIALS} trials of up to {S.DEFAULT_EPOCHS} epochs at {S.DEFAULT_PROXY_RESOLUTION} px, "
     f"proxy width x{S.DEFAULT_PROXY_WIDTH:g}, on {S.DEFAULT_DATA_FRACTION:g} of the training data, one trial per "
-    "CPU) are sized to finish within 10 minutes on 2 CPU cores (the README gives measured times and fronts). "
+    "CPU) are sized to finish within 10 minutes on 2 CPU cores (docs/search.md gives measured times and fronts). "
     "The default data is Fashion-MNIST where it is installed (scripts/install.sh installs it), else the bundled "
     "digits with a one-line notice. Scale up with --trials/--epochs/--proxy-resolution/--proxy-width, "
     "other data (--data fashion-mnist, cifar10:PATH or imagefolder:PATH), a GPU (used automatically when Ray sees one), or a cluster "
@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = p.add_argument_group("proxy training")
     t.add_argument("--rungs", type=positive_int,
                    help=f"fidelity rungs (default {S.DEFAULT_RUNGS}): every architecture trains at the lowest, the best "
-                        f"1/{S.RUNG_GROWTH} of each rung on {S.RUNG_GROWTH}x the images at the next; the proxy flags "
-                        "below describe the top rung, which decides the front; 1: one proxy for all")  # fmt: skip
+                        f"1/{S.RUNG_GROWTH} of each rung goes on to the next (twice the width, then {S.RUNG_GROWTH}x "
+                        "the images); the proxy flags below describe the top rung, which decides the front; "
+                        "1: one proxy for all")  # fmt: skip
     t.add_argument("--epochs", type=positive_int, help=f"proxy epochs per trial (default {S.DEFAULT_EPOCHS})")
     t.add_argument("--proxy-resolution", type=resolution_arg,
                    help=f"proxy training resolution, a multiple of 32 (default {S.DEFAULT_PROXY_RESOLUTION})")  # fmt: skip
