@@ -53,6 +53,9 @@ def main() -> int:
     ap.add_argument("--table-repeats", type=int, default=20, help="timed runs per table entry")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--cache-dir", help="reuse a table cache (default: a fresh temporary one)")
+    ap.add_argument("--fixed-table-timing", action="store_true",
+                    help="time every table entry with all its warm-up and timed runs (default: adaptive, stopping "
+                         "once the median is known; train_proxy.latency.median_known)")  # fmt: skip
     ap.add_argument("--calibrate", type=int, default=12,
                     help="whole networks (other seeds than the evaluated ones) measured first to fit the "
                          "per-family correction; both raw and corrected errors are reported (default 12)")  # fmt: skip
@@ -64,13 +67,15 @@ def main() -> int:
     predictor = LatencyPredictor.for_device(
         "cpu", args.threads, args.batch_size, cache_dir,
         warmup=args.table_warmup, repeats=args.table_repeats, clock=args.clock, runtime=args.runtime,
+        adaptive=not args.fixed_table_timing,
     )  # fmt: skip
     space = SearchSpace.default()
     load_start = os.getloadavg()
     print(f"CPU: {cpu_model_name()}, {os.cpu_count()} cores; torch {torch.__version__}; runtime {args.runtime}; threads {args.threads}, "
           f"batch {args.batch_size}, {args.resolution} px, clock {args.clock}")  # fmt: skip
     print(f"whole network: {args.warmup} warm-up + {args.repeats} timed runs, median; table entries: "
-          f"{args.table_warmup} + {args.table_repeats}, median; load average at start {load_start[0]:.1f}")  # fmt: skip
+          f"{args.table_warmup} + {args.table_repeats}{' at most (adaptive)' if predictor.adaptive else ''}, median; "
+          f"load average at start {load_start[0]:.1f}")  # fmt: skip
     print()
     correction = None
     if args.calibrate:

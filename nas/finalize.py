@@ -2,7 +2,8 @@
 
 Each final training is a kept training (`train_proxy.keep`, the same as ``nas train --save``):
 the trial's architecture at full width on all the training data, at the run's proxy resolution
-unless told otherwise, saved after every epoch. Running the command again continues unfinished
+unless told otherwise (``data_fraction`` and ``width`` make it smaller, as ``nas train``'s flags
+do), saved after every epoch. Running the command again continues unfinished
 trainings from their last epoch and leaves finished ones alone. Several trainings run at once
 as Ray tasks (one CPU thread each by default; a share of a GPU where Ray sees one), like a search.
 """
@@ -36,6 +37,8 @@ class FinalizeOptions:
     epochs: int = D.FULL_EPOCHS
     resolution: int | None = None  # default: the run's proxy resolution
     data: str | None = None  # default: the run's data
+    data_fraction: float = D.FULL_DATA_FRACTION  # of the training split: all of it (less: a smaller, quicker look)
+    width: float = D.FULL_WIDTH  # width multiplier: the network's own widths
     batch_size: int = D.BATCH_SIZE
     lr: float = D.LR
     seed: int = D.SEED
@@ -60,11 +63,15 @@ def plan(run_path: str | Path, trials: Sequence[int] | None, top: int | None, op
     data = options.data or s.data
     resolution = options.resolution or s.proxy_resolution
     resolve_device(options.device)
+    for problem in (D.fraction_problem(options.data_fraction), D.width_problem(options.width)):
+        if problem:
+            raise UserError(f"finalize: data fraction {options.data_fraction}, width {options.width}: {problem}")
     spec_fields = dict(resolution=resolution, epochs=options.epochs, batch_size=options.batch_size,
-                       data_fraction=D.FULL_DATA_FRACTION, width_multiplier=D.FULL_WIDTH, seed=options.seed, lr=options.lr, threads=threads,
-                       device=options.device, precision=options.precision, drop_path_rate=options.drop_path)  # fmt: skip
+                       data_fraction=options.data_fraction, width_multiplier=options.width, seed=options.seed,
+                       lr=options.lr, threads=threads, device=options.device, precision=options.precision,
+                       drop_path_rate=options.drop_path)  # fmt: skip
     spec = ProxySpec(**spec_fields)
-    bundle = load_data(data, resolution)
+    bundle = load_data(data, resolution, fraction=options.data_fraction)
     rd = RunDir(run.path)
     jobs = []
     for t in chosen:

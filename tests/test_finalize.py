@@ -110,3 +110,50 @@ def test_finalize_continues_a_killed_training(run_dir):
     final = json.loads(history.read_text())
     assert len(final) == 3 and final[: len(first)] == first  # kept epochs untouched, the rest trained
     assert json.loads((d / "result.json").read_text())["epochs"] == 3
+
+
+def test_nas_compare_says_in_one_line_when_the_runs_proxies_differ(tmp_path, capsys):
+    from nas.cli import main
+    from test_results import make_run
+
+    a, b = make_run(tmp_path, "a", n=8), make_run(tmp_path, "b", n=8, seed=1)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "note:" not in capsys.readouterr().out  # same data and proxy: nothing to say
+    meta = json.loads((b / "run.json").read_text())
+    meta["settings"].update(data="fashion-mnist", epochs=1)  # as a run searched with other settings records it
+    (b / "run.json").write_text(json.dumps(meta))
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    notes = [line for line in out if line.startswith("note:")]
+    assert notes == [f"note: the two runs mix data or training settings (data digits vs fashion-mnist; epochs 3 vs 1): "
+                     "their accuracies are not measured on the same terms"]  # fmt: skip
+    assert out[0] == notes[0]  # before the numbers it qualifies
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["proxy_differences"] == ["data digits vs fashion-mnist", "epochs 3 vs 1"] and row["notice"] == notes[0]
+
+
+@pytest.mark.slow
+def test_finalize_small_with_data_fraction_and_width_and_the_report_says_they_mix(run_dir):
+    """--data-fraction and --proxy-width make a final training small (as nas train's do); finals of
+    different widths side by side are one line of the report."""
+    shutil.rmtree(run_dir / "final", ignore_errors=True)
+    first, second = sorted(t.number for t in load_run(run_dir).eligible())[:2]
+    small = nas("finalize", run_dir, "--trial", first, "--epochs", "1", "--data-fraction", "0.25", "--proxy-width",
+                "0.5", "--concurrency", "1", "--threads", "1", "--json")  # fmt: skip
+    assert small.returncode == 0, small.stderr
+    assert "width x0.5, data fraction 0.25" in small.stderr
+    result = json.loads((run_dir / "final" / f"{first:05d}" / "result.json").read_text())
+    assert (result["width_multiplier"], result["data_fraction"], result["epochs"]) == (0.5, 0.25, 1)
+    # digits: 1,438 training images (a stratified 80 %); a quarter of each class, about 360
+    assert abs(result["n_train"] - 0.25 * 1438) <= 10
+    # the trained network is the trial's at half its widths
+    built = ArchConfig.load(run_dir / "final" / f"{first:05d}" / "config.yaml")
+    trial = ArchConfig.load(run_dir / "trials" / f"{first:05d}" / "config.yaml")
+    assert all(b.width < t.width for b, t in zip(built.stages, trial.stages))
+    other = nas("finalize", run_dir, "--trial", second, "--epochs", "1", "--data-fraction", "0.25", "--concurrency", "1",
+                "--threads", "1")  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert nas("report", run_dir).returncode == 0
+    page = (run_dir / "report" / "report.html").read_text()
+    assert page.count("note: the full trainings mix data or training settings (width 0.5 vs 1)") == 1

@@ -37,10 +37,11 @@ ANY = object()  # a default that is the command's own (a count of different thin
 # flag; the default is what argparse gives when the flag is left out.
 CONCEPTS: dict[str, tuple[str, dict[str, object]]] = {
     "data fraction": ("--data-fraction", {
-        "nas search": None, "nas train": D.FULL_DATA_FRACTION, "nas fidelity": D.DATA_FRACTION,
-        "scaling coeffs": D.DATA_FRACTION}),
+        "nas search": None, "nas train": D.FULL_DATA_FRACTION, "nas finalize": D.FULL_DATA_FRACTION,
+        "nas fidelity": D.DATA_FRACTION, "scaling coeffs": D.DATA_FRACTION}),
     "width": ("--proxy-width", {
-        "nas search": None, "nas train": D.FULL_WIDTH, "nas fidelity": D.WIDTH, "scaling coeffs": D.WIDTH}),
+        "nas search": None, "nas train": D.FULL_WIDTH, "nas finalize": D.FULL_WIDTH, "nas fidelity": D.WIDTH,
+        "scaling coeffs": D.WIDTH}),
     "training resolution": ("--proxy-resolution", {
         "nas search": None, "nas train": D.RESOLUTION, "nas finalize": None, "nas fidelity": D.RESOLUTION,
         "nas score": D.RESOLUTION, "scaling coeffs": D.COEFFS_RESOLUTION}),
@@ -57,6 +58,7 @@ CONCEPTS: dict[str, tuple[str, dict[str, object]]] = {
         "nas latency": latency.DEFAULT_BATCH_SIZE, "nas latency-table build": latency.DEFAULT_BATCH_SIZE}),
     "score batch": ("--score-batch-size", {"nas score": D.SCORE_BATCH_SIZE}),
     "training device": ("--device", {"nas train": D.DEVICE, "nas finalize": D.DEVICE}),
+    "training precision": ("--precision", {"nas train": D.PRECISION, "nas finalize": D.PRECISION}),
     "latency device": ("--latency-device", {
         "nas search": None, "nas latency": latency.DEFAULT_DEVICE, "nas latency-table build": latency.DEFAULT_DEVICE}),
     "latency warm-up": ("--warmup", {
@@ -239,8 +241,8 @@ def test_the_library_defaults_are_proxy_defaults(commands):
         assert {f.name: f.default for f in fields(FidelitySettings)}[name] == fidelity.get_default(field)
 
     o = FinalizeOptions()
-    assert (o.epochs, o.batch_size, o.lr, o.seed, o.device, o.precision) == (
-        D.FULL_EPOCHS, D.BATCH_SIZE, D.LR, D.SEED, D.DEVICE, D.PRECISION)
+    assert (o.epochs, o.data_fraction, o.width, o.batch_size, o.lr, o.seed, o.device, o.precision) == (
+        D.FULL_EPOCHS, D.FULL_DATA_FRACTION, D.FULL_WIDTH, D.BATCH_SIZE, D.LR, D.SEED, D.DEVICE, D.PRECISION)
 
     coeffs = {k: p.default for k, p in inspect.signature(search_coefficients).parameters.items()}
     assert (coeffs["epochs"], coeffs["proxy_resolution"], coeffs["proxy_width"], coeffs["data_fraction"],

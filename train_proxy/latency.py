@@ -17,6 +17,7 @@ checked against are taken the same way:
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import statistics
 import time
@@ -40,6 +41,14 @@ DEFAULT_REPEATS = 20
 DEFAULT_BATCH_SIZE = 1  # the latency batch (images per forward pass), not a training batch
 DEFAULT_DEVICE = "cpu"  # the latency device (where the model is timed), not the training device
 CLOCKS = ("wall", "cpu")
+# Adaptive timing (the latency table's entries, its calibration networks): ``repeats`` is the most
+# timed runs; timing stops once the median is known well enough, i.e. the distribution-free 95 %
+# interval of the median (order statistics) lies within +-MEDIAN_TOLERANCE of it, after at least
+# MIN_REPEATS runs. Warm-up stops once a run is within WARM_TOLERANCE of the one before (at least one,
+# at most ``warmup``), except under TorchScript, whose profiling runs are slow and alike.
+MIN_REPEATS = 5
+MEDIAN_TOLERANCE = 0.05
+WARM_TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,24 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+@lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``'s ``flags`` line; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX): where CPU bf16 autocast can pay."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -131,6 +158,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def median_known(times: list[float], tolerance: float = MEDIAN_TOLERANCE) -> bool:
+    """Whether the 95 % confidence interval of the median of ``times`` (ranks n/2 -+ 0.98 sqrt(n) of
+    the sorted values: the binomial interval, no assumption on the distribution) lies within
+    +-``tolerance`` of the median, with at least `MIN_REPEATS` values."""
+    n = len(times)
+    if n < MIN_REPEATS:
+        return False
+    ordered, half = sorted(times), 0.98 * math.sqrt(n)
+    low, high = ordered[max(0, math.floor(n / 2 - half))], ordered[min(n - 1, math.ceil(n / 2 + half))]
+    middle = statistics.median(ordered)
+    return middle > 0 and high - low <= 2 * tolerance * middle
+
+
 def time_callable(
     fn: Callable[[], Any],
     *,
@@ -139,6 +179,7 @@ def time_callable(
     repeats: int,
     progress: Callable[[int], None] | None = None,
     clock: str = "wall",
+    adaptive: bool = False,
 ) -> list[float]:
     """Milliseconds of each of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones.
 
@@ -147,6 +188,9 @@ def time_callable(
     counted (cache and SMT-sibling contention still is), so it is steadier on a shared machine, and
     it equals the latency of single-threaded CPU inference on an idle machine (with one intra-op
     thread torch computes on the calling thread). Refused for CUDA and for threads > 1.
+
+    ``adaptive``: ``warmup`` and ``repeats`` are the most runs; warm-up stops at the first run
+    within `WARM_TOLERANCE` of the one before, timing once `median_known` (see `MIN_REPEATS`).
     """
     if repeats < 1:
         raise UserError(f"repeats must be >= 1, got {repeats}")
@@ -158,23 +202,31 @@ def time_callable(
     if clock == "cpu" and (cuda or torch.get_num_threads() != 1):
         raise UserError("the cpu clock measures single-threaded CPU inference only (device cpu, threads 1)")
     now = time.thread_time if clock == "cpu" else time.perf_counter
-    for _ in range(warmup):
-        fn()
-        if progress:
-            progress(1)
-    if cuda:
-        torch.cuda.synchronize(dev)
-    times = []
-    for _ in range(repeats):
+
+    def timed() -> float:
         if cuda:
             torch.cuda.synchronize(dev)
         start = now()
         fn()
         if cuda:
             torch.cuda.synchronize(dev)
-        times.append((now() - start) * 1000.0)
+        return (now() - start) * 1000.0
+
+    previous = None
+    for _ in range(warmup):
+        took = timed()
         if progress:
             progress(1)
+        if adaptive and previous is not None and abs(took - previous) <= WARM_TOLERANCE * previous:
+            break
+        previous = took
+    times: list[float] = []
+    for _ in range(repeats):
+        times.append(timed())
+        if progress:
+            progress(1)
+        if adaptive and median_known(times):
+            break
     return times
 
 
@@ -191,12 +243,14 @@ def time_module(
     progress: Callable[[int], None] | None = None,
     clock: str = "wall",
     runtime: str = "torch",
+    adaptive: bool = False,
 ) -> list[float]:
     """Per-call milliseconds of ``module(example)`` with the engine's timing method.
 
     ``example`` is moved to the device (and to channels_last when asked); the module is put in
     eval mode on the device. bf16 autocast only applies on CUDA. ``runtime`` other than torch
-    runs the module as TorchScript or in ONNX Runtime (`train_proxy.runtimes`).
+    runs the module as TorchScript or in ONNX Runtime (`train_proxy.runtimes`). ``adaptive``:
+    `time_callable`'s early stops (warm-up stops early except under TorchScript).
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     module = module.to(dev).eval()
@@ -209,14 +263,19 @@ def time_module(
 
         with pinned_threads(threads), torch.inference_mode():
             ready = prepare(runtime, module, x, dev, threads)
-            return time_callable(ready.run, dev=dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock)
+            if adaptive and runtime == "torchscript":  # its profiling runs must all happen: warm up in full
+                time_callable(ready.run, dev=dev, warmup=warmup, repeats=1, clock=clock)
+                warmup = 0
+            return time_callable(ready.run, dev=dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock,
+                                 adaptive=adaptive)  # fmt: skip
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         if bf16 and dev.type == "cuda"
         else contextlib.nullcontext()
     )
     with pinned_threads(threads), torch.inference_mode(), autocast:
-        return time_callable(lambda: module(x), dev=dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock)
+        return time_callable(lambda: module(x), dev=dev, warmup=warmup, repeats=repeats, progress=progress, clock=clock,
+                             adaptive=adaptive)  # fmt: skip
 
 
 def summarise(
@@ -266,6 +325,7 @@ def measure_latency(
     progress: Callable[[int], None] | None = None,
     clock: str = "wall",
     runtime: str = "torch",
+    adaptive: bool = False,
 ) -> LatencyResult:
     """Latency of one forward pass of a batch (inference: eval mode, no autograd).
 
@@ -273,7 +333,8 @@ def measure_latency(
     their values) or any ``nn.Module`` taking NCHW images. For a module, ``resolution`` defaults
     to its ``cfg.resolution`` when it has one (models from ``build_model`` do) and is required
     otherwise. ``progress`` is called with 1 after every (warm-up or timed) run. ``clock``: see
-    `time_callable` (``wall`` by default; ``cpu`` for contention-free single-thread CPU timings).
+    `time_callable` (``wall`` by default; ``cpu`` for contention-free single-thread CPU timings);
+    ``adaptive`` its early stops (``repeats`` and ``warmup`` are then the most runs).
     """
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
@@ -307,6 +368,7 @@ def measure_latency(
             progress=progress,
             clock=clock,
             runtime=runtime,
+            adaptive=adaptive,
         )
     finally:
         model.train(was_training)  # a caller's module keeps its mode

@@ -13,7 +13,13 @@ other than 3 adapts the first convolution. Every model carries a ``pretrained_cf
 mean/std, interpolation, crop, classifier and first-conv names), so ``timm.data.resolve_data_config``
 and timm's ``train.py`` (``--model hybrid_nas --model-kwargs arch=found.yaml``) work with it.
 Training kwargs timm passes are honoured: ``drop_path_rate`` (stochastic depth maximum),
-``drop_rate`` (dropout before the classifier), ``in_chans``, ``num_classes``.
+``drop_rate`` (dropout before the classifier), ``in_chans``, ``num_classes`` (0: no classifier,
+pooled features out).
+
+The rest of timm's model contract comes with the network (`search_space.model.HybridNet`):
+``features_only=True`` (with ``out_indices``; ``feature_cls`` "getter" by default, or timm's
+"list", "dict", "hook" wrappers), ``forward_intermediates``, ``set_grad_checkpointing``,
+``group_matcher`` (``--layer-decay``) and ``no_weight_decay``; docs/backbones.md shows them in use.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ from .checkpoint import CONFIG, SETTINGS, WEIGHTS, TrainingDir
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 PREFIX = "hybrid_nas"
+# features_only=True: every stage's output (out_indices picks), through timm's FeatureGetterNet,
+# which calls the network's forward_intermediates and prunes the stages and head it does not need;
+# feature_cls="list", "dict" or "hook" pick timm's other wrappers (the stages flattened).
+FEATURE_CFG = {"out_indices": (0, 1, 2, 3), "feature_cls": "getter", "flatten_sequential": True}
 
 
 def _from_config(cfg: ArchConfig, **_: Any) -> HybridNet:
@@ -105,8 +115,7 @@ def create(
     pretrained_cfg_overlay: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> HybridNet:
-    if kwargs.pop("features_only", False):
-        raise ValueError(f"{variant}: features_only is not supported; use forward_features")
+    features = {k: kwargs.pop(k) for k in ("features_only", "out_indices", "feature_cls") if k in kwargs}
     if kwargs.pop("global_pool", None) not in (None, "avg"):
         raise ValueError(f"{variant}: only global_pool='avg' is supported")
     kwargs.pop("img_size", None)  # any side that is a multiple of 32 works
@@ -121,7 +130,8 @@ def create(
         pretrained_cfg = pretrained_cfg_for(cfg, **known)
     # the weights fit `cfg` as it is; the model is built for what the caller asks
     built = cfg
-    if num_classes is not None and num_classes != cfg.num_classes:
+    headless = num_classes == 0  # timm's "no classifier": built with one, then reset to none (pooled features out)
+    if num_classes is not None and num_classes != cfg.num_classes and not headless:
         built = built.replace(num_classes=num_classes)
     if in_chans is not None and in_chans != cfg.in_channels:
         built = built.replace(in_channels=in_chans)
@@ -130,7 +140,7 @@ def create(
     if drop_rate is not None:
         built = built.replace(head=built.head.__class__(built.head.kind, built.head.fc_dim, drop_rate))
     built.validate()
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         _from_config,
         variant,
         pretrained,
@@ -139,8 +149,13 @@ def create(
         cfg=built,
         num_classes=built.num_classes,
         in_chans=built.in_channels,
+        feature_cfg=dict(FEATURE_CFG),
+        **features,
         **builder,
     )
+    if headless and isinstance(model, HybridNet):  # (a features_only wrapper has dropped the head already)
+        model.reset_classifier(0)
+    return model
 
 
 @register_model
@@ -163,3 +178,4 @@ def _register_zoo(name: str) -> None:
 
 for _name in zoo_names():
     _register_zoo(_name)
+

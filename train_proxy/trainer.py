@@ -9,7 +9,12 @@ The loop indexes in-memory tensors with a seeded permutation per epoch (no DataL
 and avoids per-step host synchronisation on CUDA: the loss is summed on the device and checked
 for non-finite values every few steps. On CUDA it runs in channels_last under bf16 autocast (fp16 with a
 gradient scaler where the GPU has no native bf16; `ProxySpec.precision` chooses); on
-the CPU it pins ``torch`` to ``spec.threads`` for the duration of the call (restored afterwards).
+the CPU it pins ``torch`` to ``spec.threads`` for the duration of the call (restored afterwards),
+computes in fp32 (bf16 autocast when asked, on CPUs with native bf16 only), and swaps the grouped
+and depthwise convolutions for `train_proxy.fast_kernels`' forms, which oneDNN's kernels are
+many times slower than on the small maps of a proxy (the same function up to float rounding;
+docs/throughput.md). AdamW runs fused (one kernel per step) on either device. Evaluation runs in
+inference mode, `EVAL_BATCH` images at a time.
 
 Determinism: the same seed on the same device and thread count gives the same result. The call
 seeds ``torch``, ``random`` and ``numpy`` globally (model initialisation reads the global torch
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from search_space import ArchConfig, analytic_cost, build_model
 from search_space.errors import ConfigError, UserError
@@ -40,12 +46,13 @@ from search_space.transforms import scale_widths, with_classes
 
 from . import proxy_defaults as D
 from .data import DataBundle, load_data, stratified_subset
-from .latency import pinned_threads
+from .fast_kernels import use_fast_kernels
+from .latency import cpu_native_bf16, pinned_threads
 from .latency import resolve_device as _checked_device
 from .proxy_defaults import warmup_epochs  # noqa: F401 - the one warm-up rule, importable from here too
 
 DATA_SEED = 0  # the train subset (data_fraction) is the same for every training seed
-EVAL_BATCH = 256
+EVAL_BATCH = 512  # images per evaluation forward pass (inference mode): ~1.2x the throughput of 256 on the CPU
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CUDA_CHECK_EVERY = 16  # steps between host reads of the loss on CUDA (each read synchronises)
 CUDA_RESIDENT_BYTES = 4 << 30  # datasets below this live on the GPU for the whole run
@@ -93,7 +100,8 @@ class ProxySpec:
     # Stochastic depth maximum for this run: 0 (off) for proxies, which rank architectures from
     # a few epochs; None trains with the config's own drop_path_rate (full training).
     drop_path_rate: float | None = D.DROP_PATH
-    # mixed precision on CUDA: auto (bf16 where native, else fp16 with a grad scaler), bf16, fp16, fp32
+    # mixed precision: on CUDA auto (bf16 where native, else fp16 with a grad scaler), bf16, fp16, fp32;
+    # on the CPU auto is fp32, bf16 only where the CPU has native bf16 (`amp_dtype`)
     precision: str = D.PRECISION
 
     def __post_init__(self) -> None:
@@ -151,7 +159,7 @@ class TrainResult:
     n_val: int = 0
     drop_path_rate: float = 0.0  # the stochastic depth maximum the run trained with
     test_acc: float | None = None  # on the data's official test split, only when asked (never in a search)
-    precision: str = "fp32"  # what the run computed in: fp32, or bf16 / fp16 autocast on CUDA
+    precision: str = "fp32"  # what the run computed in: fp32, or bf16 / fp16 autocast (fp16: CUDA only)
     # which validation images the last epoch's model classified right, one bit each in the order
     # of the (sub)split, packed big-endian and hex-encoded (`unpack_correct`); only when asked
     val_correct: str | None = None
@@ -225,10 +233,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a run (None: float32). ``auto``: bf16 where the GPU has it natively,
-    else fp16 (with a gradient scaler); float32 on the CPU."""
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype of a run (None: float32). On CUDA, ``auto``: bf16 where the GPU has it
+    natively, else fp16 (with a gradient scaler). On the CPU, ``auto`` is float32 and ``bf16``
+    is bf16 autocast, only where the CPU computes bf16 natively (AVX512-BF16 or AMX): emulated it
+    ran 3x slower than float32 here (docs/throughput.md); fp16 is refused."""
+    if precision == "fp32" or (device.type != "cuda" and precision == "auto"):
         return None
+    if device.type != "cuda":
+        if precision == "fp16":
+            raise UserError("--precision fp16: CUDA only; on the CPU use fp32 (or bf16 where the CPU has AVX512-BF16 or AMX)")
+        if not cpu_native_bf16():
+            raise UserError("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX, see /proc/cpuinfo "
+                            "flags), where bf16 runs emulated, about 3x slower than fp32; use fp32 or auto")  # fmt: skip
+        return torch.bfloat16
     if precision == "fp16":
         return torch.float16
     native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
@@ -291,13 +308,18 @@ class _Run:
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         model = build_model(self.cfg)
-        model = model.to(self.device, memory_format=torch.channels_last) if self.cuda else model
+        if self.cuda:
+            model = model.to(self.device, memory_format=torch.channels_last)
+        else:  # oneDNN's depthwise kernels are slow on maps small against them (train_proxy.fast_kernels)
+            use_fast_kernels(model)
         decay, no_decay = [], []
         for name, p in model.named_parameters():  # decay only conv/linear weights
             (decay if p.ndim >= 2 and name.endswith("weight") else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": self.spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        extra = {"fused": True} if self.cuda else {}
-        optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, betas=(0.9, 0.999), **extra)
+        try:  # the fused kernel: on the CPU 5-7x faster than the per-parameter loop (docs/throughput.md)
+            optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, betas=(0.9, 0.999), fused=True)
+        except RuntimeError:  # torch < 2.4 has no fused AdamW on the CPU
+            optimizer = torch.optim.AdamW(groups, lr=self.spec.lr, betas=(0.9, 0.999))
         return model, optimizer
 
     def lr_at(self, step: int) -> float:
@@ -320,6 +342,7 @@ class _Run:
         first_epoch = len(history) + 1
         earlier = history[-1]["seconds"] if history else 0.0  # time spent before a resume
         status, reason, step_seconds = "ok", None, 0.0
+        correct: torch.Tensor | None = None  # the last model's per-image hits, when kept
         bar = _progress_bar(self.total_steps, printable(self.cfg.name), self.progress, done=len(history) * self.steps_per_epoch)
         try:
             for epoch in range(first_epoch, self.spec.epochs + 1):
@@ -449,21 +472,27 @@ class _Run:
         steps = torch.arange(1, self.steps_per_epoch + 1, device=self.device)
         autocast = self._autocast()
         for i in range(self.steps_per_epoch):
-            idx = order[i * self.batch : (i + 1) * self.batch]
-            x, y = self._batch(idx)
-            for group in optimizer.param_groups:
-                group["lr"] = self.lr_at(base + i)
-            with autocast:
+            with record_function("proxy.batch"):
+                idx = order[i * self.batch : (i + 1) * self.batch]
+                x, y = self._batch(idx)
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr_at(base + i)
+            with record_function("proxy.forward"), autocast:
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing)
+            with record_function("proxy.loss"):
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.spec.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            with record_function("proxy.backward"):
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            with record_function("proxy.optimizer"):
+                if self.scaler is not None:
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                else:
+                    optimizer.step()
             loss = loss.detach()
             loss_sum += loss
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), steps[i], first_bad)
@@ -476,7 +505,7 @@ class _Run:
         return float(loss_sum), None
 
     def _autocast(self):  # type: ignore[no-untyped-def]
-        return torch.autocast("cuda", dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.x_train.device != self.device:  # data too large to live on the GPU
@@ -495,21 +524,22 @@ class _Run:
         correct = self._correct(model, images, labels)
         return int(correct.sum()) / len(correct)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _correct(self, model: nn.Module, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Per image: classified right (bool, on the host), over the validation split by default."""
         x_all, y_all = (self.x_val, self.y_val) if images is None or labels is None else (images, labels)
         model.eval()
         hits = []
         autocast = self._autocast()
-        for start in range(0, len(y_all), EVAL_BATCH):
-            x = x_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
-            y = y_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                hits.append(model(x).argmax(dim=1) == y)
-        return torch.cat(hits).cpu()
+        with record_function("proxy.evaluate"):
+            for start in range(0, len(y_all), EVAL_BATCH):
+                x = x_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
+                y = y_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
+                if self.cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    hits.append(model(x).argmax(dim=1) == y)
+            return torch.cat(hits).cpu()
 
 
 def pack_correct(correct: torch.Tensor) -> str:

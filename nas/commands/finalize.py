@@ -10,8 +10,8 @@ from search_space.text import printable
 
 from train_proxy import proxy_defaults as D
 
-from ..cli_utils import (DATA_HELP, batch_size_arg, non_negative_int, old_spellings, positive_int, print_json,
-                         resolution_arg)  # fmt: skip
+from ..cli_utils import (DATA_HELP, batch_size_arg, fraction_arg, non_negative_int, old_spellings, positive_int,
+                         print_json, resolution_arg, width_arg)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every epoch into RUN_DIR/final/<trial>/ as nas train --save does (weights as safetensors, training "
         "state, history, curves, card; test-split accuracy at the end where the data has one). Default: the "
         "run's Pareto front. Run it again to continue unfinished trainings; finished ones are kept. Several "
-        "train at once as Ray tasks. nas report RUN_DIR then compares proxy and final accuracy.",
+        "train at once as Ray tasks. --data-fraction and --proxy-width make a quicker, smaller final training (as in "
+        "nas train). nas report RUN_DIR then compares proxy and final accuracy.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by nas search")
     pick = p.add_mutually_exclusive_group()
@@ -34,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--proxy-resolution", type=resolution_arg,
                    help="training resolution, a multiple of 32 (default: the run's proxy resolution)")  # fmt: skip
     p.add_argument("--data", help=f"{DATA_HELP} (default: the run's data)")
+    p.add_argument("--data-fraction", type=fraction_arg, default=D.FULL_DATA_FRACTION,
+                   help=f"share of the train split used, in (0, 1] (default {D.FULL_DATA_FRACTION:g}: all of it)")  # fmt: skip
+    p.add_argument("--proxy-width", type=width_arg, default=D.FULL_WIDTH,
+                   help=f"width multiplier, in (0, {D.MAX_WIDTH:g}] (default {D.FULL_WIDTH:g}: the network's own widths)")  # fmt: skip
     p.add_argument("--batch-size", type=batch_size_arg, default=D.BATCH_SIZE, help=f"batch size (default {D.BATCH_SIZE})")
     p.add_argument("--lr", type=float, default=D.LR, help=f"peak learning rate of AdamW (default {D.LR:g})")
     p.add_argument("--seed", type=int, default=D.SEED, help=f"training seed (default {D.SEED})")
@@ -41,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the number of trainings)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, help="CPU threads per training (default: CPUs / concurrency)")
     p.add_argument("--device", default=D.DEVICE, help=f"training device: auto (default {D.DEVICE}), cpu or cuda[:N]")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=D.PRECISION,
+                   help="on CUDA: auto (default: bf16 autocast where the GPU has it natively, else fp16 with a "
+                        "gradient scaler), bf16, fp16 or fp32; on the CPU auto is fp32, and bf16 (autocast) needs "
+                        "a CPU with native bf16 (AVX512-BF16 or AMX)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON list")
     old_spellings(p, {"--resolution": "--proxy-resolution"})
     p.set_defaults(func=run)
@@ -55,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.lr > 0 and args.lr < 10):
         raise UserError(f"--lr must be a positive number below 10, got {args.lr}")
     options = FinalizeOptions(epochs=args.epochs, resolution=args.proxy_resolution, data=args.data,
-                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)  # fmt: skip
+                              data_fraction=args.data_fraction, width=args.proxy_width, batch_size=args.batch_size,
+                              lr=args.lr, seed=args.seed, device=args.device, precision=args.precision)  # fmt: skip
     cpus = os.cpu_count() or 1
     provisional_threads = args.threads or 1
     run_, jobs, spec, data, bundle = plan(args.run_dir, args.trial, args.top, options, provisional_threads)
@@ -79,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         if j.state == "done":
             print(f"trial {j.trial.number}: already finalised in {printable(j.path)}", file=sys.stderr)
     print(f"finalising {len(todo)} trial(s) of {printable(run_.path)} on {printable(bundle.summary())}: {spec.epochs} epochs at "
-          f"{spec.resolution} px, {concurrency} at a time, {threads} thread(s) each"
+          f"{spec.resolution} px, width x{spec.width_multiplier:g}, data fraction {spec.data_fraction:g}, "
+          f"{concurrency} at a time, {threads} thread(s) each"
           + (f", {gpus_per_job:g} GPU each" if gpus_per_job else ""), file=sys.stderr)  # fmt: skip
 
     results: dict[int, dict] = {}

@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=D.DEVICE, help=f"training device: auto (default {D.DEVICE}), cpu or cuda[:N]")
     p.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=D.PRECISION,
                    help="on CUDA: auto (default: bf16 autocast where the GPU has it natively, else fp16 with a "
-                        "gradient scaler), bf16, fp16 or fp32; the CPU computes in fp32")  # fmt: skip
+                        "gradient scaler), bf16, fp16 or fp32; on the CPU auto is fp32, and bf16 (autocast) needs "
+                        "a CPU with native bf16 (AVX512-BF16 or AMX)")  # fmt: skip
     p.add_argument("--test", action="store_true",
                    help="also report test_acc on the data's official test split (fashion-mnist, mnist:DIR; "
                         "kept apart from training and validation, never used by searches)")  # fmt: skip

@@ -38,13 +38,16 @@ class RelativePositionBias(nn.Module):
 
     def forward(self, h: int, w: int, kh: int, kw: int) -> torch.Tensor:
         heads = self.bias.shape[0]
-        if (h, w, kh, kw) == (self.size, self.size, self.kv_size, self.kv_size):
+        # Traced (ONNX, TorchScript export) the sizes are graph values: always resize, so that the
+        # exported graph follows the input size (bilinear to the same size is exact).
+        traced = torch.jit.is_tracing()
+        if not traced and (h, w, kh, kw) == (self.size, self.size, self.kv_size, self.kv_size):
             return self.bias
         bias = self.bias.reshape(heads, self.size * self.size, self.kv_size, self.kv_size)
-        if (kh, kw) != (self.kv_size, self.kv_size):  # resize along the key grid
+        if traced or (kh, kw) != (self.kv_size, self.kv_size):  # resize along the key grid
             bias = F.interpolate(bias, size=(kh, kw), mode="bilinear", align_corners=False)
         bias = bias.reshape(heads, self.size, self.size, kh * kw).permute(0, 3, 1, 2)
-        if (h, w) != (self.size, self.size):  # resize along the query grid
+        if traced or (h, w) != (self.size, self.size):  # resize along the query grid
             bias = F.interpolate(bias, size=(h, w), mode="bilinear", align_corners=False)
         return bias.permute(0, 2, 3, 1).reshape(heads, h * w, kh * kw)
 
@@ -69,7 +72,7 @@ class LightweightMHSA(nn.Module):
         kv = x
         if self.reduction > 1:
             pad_h, pad_w = (-h) % self.reduction, (-w) % self.reduction
-            if pad_h or pad_w:  # only at inputs other than the configured resolution
+            if torch.jit.is_tracing() or pad_h or pad_w:  # other inputs than the configured (traced: any)
                 kv = F.pad(kv, (0, pad_w, 0, pad_h))
             kv = self.reduce(kv)
         kh, kw = kv.shape[-2:]

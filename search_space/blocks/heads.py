@@ -21,9 +21,11 @@ class ClassifierHead(nn.Module):
             features = in_channels
         self.dropout = nn.Dropout(head.dropout)
         self.fc = nn.Linear(features, num_classes)
+        self.pool = True  # global average pooling; off (timm's global_pool="") only without a classifier
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(self.pre(x).mean((2, 3)))
+        x = self.pre(x)
+        x = self.dropout(x.mean((2, 3)) if self.pool else x)
         return x if pre_logits else self.fc(x)
 
 

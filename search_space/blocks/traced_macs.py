@@ -22,6 +22,12 @@ def recording() -> Iterator[list[int]]:
         _active.pop()
 
 
+def counting() -> bool:
+    """Whether a traced count is running: a block with a faster formulation than the one its MACs
+    describe (ACmix's dense window attention) then runs the described one, whose products it records."""
+    return bool(_active)
+
+
 def record(macs: int) -> None:
     for box in _active:
         box[0] += int(macs)
