@@ -115,6 +115,8 @@ def _check_exportable(t: TrialRecord) -> None:
         "running": "it is still running",
         "waiting": "it has not started",
     }.get(t.status)
+    if t.status == "pruned" and t.eligible:  # measured at a lower rung (`rung_front` may keep it)
+        why = None
     if why is None and not t.eligible:
         why = f"it is not a complete feasible trial (state {t.state}, status {t.status})"
     if why:
