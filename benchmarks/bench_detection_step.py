@@ -3,7 +3,9 @@
 The detector of docs/backbones.md and tests/test_detection.py: timm's ``features_only`` model under
 torchvision's FeaturePyramidNetwork (64 channels), FasterRCNN with 3 classes, two synthetic
 128 x 128 images with boxes. Per backbone: the median of ``--steps`` training steps (forward with
-losses, backward, SGD step) after one warm-up step, and the backbone's share of the parameters.
+losses, backward, SGD step) after one warm-up step, wall-clock and CPU seconds of the process
+(all threads: the steadier figure on a machine shared with other jobs), and the backbone's share
+of the parameters.
 
     PYTHONPATH=$PWD python3 benchmarks/bench_detection_step.py                 # found, van_b0, cmt_ti
 """
@@ -62,7 +64,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"FasterRCNN + FPN(64), 2 images of {SIDE} px, {args.threads} thread(s), median of {args.steps} steps; "
-          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     for name in args.backbones.split(","):
         torch.manual_seed(0)
         model_name, kwargs = ("hybrid_nas", found()) if name == "found" else (f"hybrid_nas_{name}", {})
@@ -70,20 +72,21 @@ def main() -> None:
                               rpn_batch_size_per_image=64, box_batch_size_per_image=32).train()  # fmt: skip
         optimizer = torch.optim.SGD(detector.parameters(), lr=0.01, momentum=0.9)
         images, targets = scenes()
-        seconds = []
+        seconds, cpu = [], []
         for i in range(args.steps + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             losses = detector(images, targets)
             optimizer.zero_grad()
             sum(losses.values()).backward()
             optimizer.step()
             if i:  # the first is a warm-up
                 seconds.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
         body = sum(q.numel() for q in detector.backbone.body.parameters())
         total = sum(q.numel() for q in detector.parameters())
         print(f"{name:<8} backbone {body / 1e6:5.2f} M of {total / 1e6:5.2f} M params: "
-              f"{statistics.median(seconds):.2f} s per training step; losses "
-              + ", ".join(f"{k} {v.item():.3f}" for k, v in losses.items()))
+              f"{statistics.median(seconds):.2f} s per training step ({statistics.median(cpu):.2f} CPU s); losses "
+              + ", ".join(f"{k} {v.item():.3f}" for k, v in losses.items()), flush=True)
 
 
 if __name__ == "__main__":

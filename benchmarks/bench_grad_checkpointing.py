@@ -12,7 +12,9 @@ in a fresh subprocess, on the same batch. Per mode:
   allocations over 64 KiB are their own mappings (``MALLOC_MMAP_THRESHOLD_``), so that a freed
   tensor leaves the resident set at once (otherwise glibc keeps it and the peak shows nothing);
 - seconds per training step (forward, backward, AdamW step): the median of ``--steps`` timed
-  steps after one warm-up step, in another process with the ordinary allocator.
+  steps after one warm-up step, in another process with the ordinary allocator; wall-clock and
+  CPU seconds of the process (all its threads: on a machine shared with other jobs the CPU time
+  is the steadier measure of the work).
 
     PYTHONPATH=$PWD python3 benchmarks/bench_grad_checkpointing.py                 # van_b0, cmt_ti, acmix_t
     PYTHONPATH=$PWD python3 benchmarks/bench_grad_checkpointing.py --models van_b0 --batch-size 32 --device cuda
@@ -86,16 +88,18 @@ def measure(model_name: str, checkpointing: bool, batch_size: int, steps: int, d
     else:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (VmHWM) to now
         start = _rss_kib("VmRSS") * 1024
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(steps):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         sync()
         seconds.append(time.perf_counter() - t0)
+        cpu_seconds.append(time.process_time() - c0)
     peak = torch.cuda.max_memory_allocated() if cuda else _rss_kib("VmHWM") * 1024
     return {"model": model_name, "side": side, "checkpointing": checkpointing, "saved_bytes": saved,
-            "peak_bytes": peak - start, "step_seconds": statistics.median(seconds), "steps": steps}  # fmt: skip
+            "peak_bytes": peak - start, "step_seconds": statistics.median(seconds),
+            "step_cpu_seconds": statistics.median(cpu_seconds), "steps": steps}  # fmt: skip
 
 
 def main() -> None:
@@ -113,10 +117,11 @@ def main() -> None:
         return
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     print(f"batch {args.batch_size}, {args.steps} timed steps (median), device {args.device}, {args.threads} "
-          f"thread(s); load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"thread(s); load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     print(f"{'model':<9} {'px':>4} | {'saved for backward':>19} | {'peak memory of a step':>22} | "
-          f"{'seconds per step':>17}")  # fmt: skip
-    print(f"{'':<9} {'':>4} | {'plain':>9} {'ckpt':>9} | {'plain':>10} {'ckpt':>11} | {'plain':>8} {'ckpt':>8}")
+          f"{'wall s per step':>17} | {'CPU s per step':>17}")  # fmt: skip
+    print(f"{'':<9} {'':>4} | {'plain':>9} {'ckpt':>9} | {'plain':>10} {'ckpt':>11} | {'plain':>8} {'ckpt':>8} | "
+          f"{'plain':>8} {'ckpt':>8}")  # fmt: skip
     for name in args.models.split(","):
         rows = []
         for flag in ("0", "1"):
@@ -135,8 +140,9 @@ def main() -> None:
         mib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
         print(f"{name:<9} {plain['side']:>4} | {mib(plain['saved_bytes']):>9} {mib(ckpt['saved_bytes']):>9} | "
               f"{mib(plain['peak_bytes']):>10} {mib(ckpt['peak_bytes']):>11} | {plain['step_seconds']:>7.2f}s "
-              f"{ckpt['step_seconds']:>7.2f}s  (x{ckpt['step_seconds'] / plain['step_seconds']:.2f} time, "
-              f"x{ckpt['peak_bytes'] / max(plain['peak_bytes'], 1):.2f} peak)")  # fmt: skip
+              f"{ckpt['step_seconds']:>7.2f}s | {plain['step_cpu_seconds']:>7.2f}s {ckpt['step_cpu_seconds']:>7.2f}s  "
+              f"(peak x{ckpt['peak_bytes'] / max(plain['peak_bytes'], 1):.2f}, CPU time "
+              f"x{ckpt['step_cpu_seconds'] / plain['step_cpu_seconds']:.2f})", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ from train_proxy import ProxySpec, load_data, train_proxy  # noqa: E402
 from train_proxy import fast_kernels  # noqa: E402
 from train_proxy import proxy_defaults as D  # noqa: E402
 from train_proxy.data import stratified_subset  # noqa: E402
-from train_proxy.fast_kernels import use_fast_kernels  # noqa: E402
 from train_proxy.trainer import DATA_SEED, proxy_config  # noqa: E402
 
 CANDIDATES = ("channels_last", "bf16", "eval-inference", "compile")
@@ -67,13 +66,13 @@ CANDIDATES = ("channels_last", "bf16", "eval-inference", "compile")
 @contextlib.contextmanager
 def stock_kernels(stock: bool) -> Iterator[None]:
     """Both fast paths off (ACmix's dense attention, `train_proxy.fast_kernels`) while ``stock``."""
-    saved = acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS
+    saved = acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS
     if stock:
-        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS = 0, -1
+        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = 0, -1, 0
     try:
         yield
     finally:
-        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS = saved
+        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = saved
 
 
 def validation(bundle: Any, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,8 +155,9 @@ def main() -> None:
     parser.add_argument("--stock", action="store_true", help="also the trainer with the stock kernels")
     parser.add_argument("--candidates", default="", help=f"comma-separated plain-loop changes: {', '.join(CANDIDATES)}")
     parser.add_argument("--epoch-steps", type=int, help="also the CPU ratio extrapolated to an epoch of this many "
-                        "training steps (per-step and evaluation CPU seconds scaled; e.g. 750: the reference's "
-                        "epoch measured on a tenth of its data)")  # fmt: skip
+                        "training steps (e.g. 750: the reference's epoch, measured on a share of its data)")  # fmt: skip
+    parser.add_argument("--epoch-val", type=int, help="... and this many validation images (with --epoch-steps; "
+                        "default: those measured)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
 
@@ -209,13 +209,18 @@ def main() -> None:
         if args.epoch_steps:
             steps = len(bundle.train) // args.batch_size
 
-            def extrapolated(row: dict[str, Any]) -> float:  # training scaled to epoch_steps, the rest as measured
-                return row["cpu"] + (args.epoch_steps / steps - 1) * row["train"] * row["cpu"] / row["wall"]
+            val_scale = (args.epoch_val or n_val) / n_val
+
+            def extrapolated(row: dict[str, Any]) -> float:
+                """CPU seconds with training scaled to epoch_steps and evaluation to epoch_val (the wall
+                seconds of each part converted at the run's CPU / wall ratio); the rest as measured."""
+                per_wall = row["cpu"] / row["wall"]
+                return row["cpu"] + per_wall * ((args.epoch_steps / steps - 1) * row["train"] + (val_scale - 1) * row["eval"])
 
             for v, rows in runs.items():
                 ratio = med(extrapolated(a) / extrapolated(b) for a, b in zip(rows, runs["plain"]))
-                print(f"   {v:<24}extrapolated to {args.epoch_steps} steps: {med(extrapolated(r) for r in rows):8.1f} "
-                      f"CPU s, cpu ratio {ratio:.3f}")  # fmt: skip
+                print(f"   {v:<24}extrapolated to {args.epoch_steps} steps, {args.epoch_val or n_val} validation images: "
+                      f"{med(extrapolated(r) for r in rows):8.1f} CPU s, cpu ratio {ratio:.3f}")  # fmt: skip
         record["results"][name] = runs
         sys.stdout.flush()
     load_after = os.getloadavg()

@@ -26,7 +26,6 @@ without it, so the overhead can be read off.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict
@@ -197,7 +196,7 @@ def main() -> None:
         from search_space.blocks import acmix
         from train_proxy import fast_kernels
 
-        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS = 0, -1
+        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = 0, -1, 0
     results = {}
     for name in names:
         cfg = known[name]

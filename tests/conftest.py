@@ -16,7 +16,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # default data is the bundled digits (Fashion-MNIST's folder points nowhere). Tests of the real
 # data, and of the default where it is installed, take the `fashion_mnist` fixture.
 FASHION_MNIST_ENV = "HYBRID_NAS_FASHION_MNIST"  # train_proxy.data.FASHION_MNIST_ENV
-INSTALLED_FASHION_MNIST = Path(os.environ.get(FASHION_MNIST_ENV) or "/usr/share/datasets/fashion-mnist")
+# Where it really is, kept in a variable of its own: pytest-xdist's workers inherit this process's
+# environment after the line below has pointed the data's variable nowhere.
+INSTALLED_ENV = "HYBRID_NAS_TESTS_INSTALLED_FASHION_MNIST"
+os.environ.setdefault(INSTALLED_ENV, os.environ.get(FASHION_MNIST_ENV) or "/usr/share/datasets/fashion-mnist")
+INSTALLED_FASHION_MNIST = Path(os.environ[INSTALLED_ENV])
 os.environ[FASHION_MNIST_ENV] = "/nonexistent/hybrid-nas-tests/fashion-mnist"
 
 

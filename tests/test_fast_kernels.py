@@ -26,6 +26,9 @@ SHAPES = [
     (27, 6, 3, 4, 4, 3, 1, 1),
     (27, 6, 3, 1, 1, 3, 1, 1),
     (8, 12, 4, 3, 5, 3, 1, 1),
+    (8, 16, 1, 2, 2, 1, 1, 0),  # 1x1, groups 1: a matrix product over (batch x pixels, channels)
+    (5, 7, 1, 3, 5, 1, 1, 0),
+    (5, 7, 1, 8, 8, 1, 1, 0),  # 64 pixels: stock
 ]
 
 
@@ -73,12 +76,14 @@ def test_only_stride_one_zero_padded_grouped_convolutions_are_swapped():
         nn.Conv2d(8, 8, 2, stride=2, groups=8),  # strided: stock
         nn.Conv2d(8, 8, 3, padding=1, groups=8, padding_mode="reflect"),  # reflect padding: stock
         nn.Conv2d(8, 8, 3, padding="same", groups=8),  # padding given as a word: stock
+        nn.Conv2d(8, 8, 1),  # 1x1: swapped
+        nn.Conv2d(8, 8, 1, padding=1),  # 1x1 with padding: stock
     )
     keys = list(model.state_dict())
-    assert fk.use_fast_kernels(model) == 2 and fk.use_fast_kernels(model) == 0  # idempotent
-    assert [type(m).__name__ for m in model] == ["SmallMapConv2d"] * 2 + ["Conv2d"] * 4
+    assert fk.use_fast_kernels(model) == 3 and fk.use_fast_kernels(model) == 0  # idempotent
+    assert [type(m).__name__ for m in model] == ["SmallMapConv2d"] * 2 + ["Conv2d"] * 4 + ["SmallMapConv2d", "Conv2d"]
     assert list(model.state_dict()) == keys
-    assert fk.use_stock_kernels(model) == 2 and all(type(m) is nn.Conv2d for m in model)
+    assert fk.use_stock_kernels(model) == 3 and all(type(m) is nn.Conv2d for m in model)
 
 
 def test_large_maps_and_export_run_the_stock_convolution(monkeypatch):

@@ -125,7 +125,7 @@ def test_nas_compare_says_in_one_line_when_the_runs_proxies_differ(tmp_path, cap
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out.splitlines()
     notes = [line for line in out if line.startswith("note:")]
-    assert notes == [f"note: the two runs mix data or training settings (data digits vs fashion-mnist; epochs 3 vs 1): "
+    assert notes == ["note: the two runs mix data or training settings (data digits vs fashion-mnist; epochs 3 vs 1): "
                      "their accuracies are not measured on the same terms"]  # fmt: skip
     assert out[0] == notes[0]  # before the numbers it qualifies
     assert main(["compare", str(a), str(b), "--json"]) == 0

@@ -7,7 +7,10 @@ it in the backward pass, whatever the map size: e.g. on one thread of the develo
 of a 7x7 dilation-3 depthwise conv over 512 channels of 2x2 maps, batch 64, took 75 ms, of which
 the image touches one tap in 49 (docs/throughput.md).
 
-`SmallMapConv2d` runs such a convolution (any grouped one: ACmix's shift convolution, with 9
+1x1 convolutions on maps of 4x4 and less pay oneDNN's per-call cost for a tiny matrix product:
+there `SmallMapConv2d` runs them as one ``F.linear`` over (batch x pixels, channels).
+
+`SmallMapConv2d` runs such a grouped convolution (any grouped one: ACmix's shift convolution, with 9
 input channels per group, is as slow), on maps with at most `DENSE_TOKENS` pixels per kernel tap
 that can reach the image, as one batched matrix product per group: the kernel is scattered into
 an (output channels x pixels, input channels x pixels) matrix per group (zero where a tap falls
@@ -30,6 +33,10 @@ from torch import nn
 # fwd+bwd at batch 64: 8x8 maps with 5x5 kernels 1.8x faster, 7x7 dilation 3 6x, 2x2 and 1x1 maps
 # 6-60x; 8x8 maps with 3x3 kernels (7 pixels per tap) and 16x16 ones with 5x5 (10) are faster stock.
 DENSE_TOKENS = 6
+# 1x1 convolutions (groups 1) on maps of at most this many pixels run as one matrix product over
+# (batch x pixels, channels): oneDNN's 1x1 kernels cost 1.3-2.6x as much, fwd+bwd at batch 64, on
+# 4x4 maps and smaller; from 8x8 on they are as fast or faster.
+POINTWISE_TOKENS = 16
 
 
 def _reach(size: int, kernel: int, padding: int, dilation: int) -> tuple[int, int, int]:
@@ -132,6 +139,12 @@ class SmallMapConv2d(nn.Conv2d):
         if x.dim() != 4 or torch.jit.is_tracing() or torch.jit.is_scripting():
             return super().forward(x)
         h, w = x.shape[-2:]
+        if self.kernel_size == (1, 1) and self.groups == 1:  # pointwise (`eligible`)
+            if h * w > POINTWISE_TOKENS:
+                return super().forward(x)
+            nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+            return y if nhwc else y.contiguous()
         (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation  # type: ignore[misc]
         ho, i0, i1 = _reach(h, kh, ph, dh)
         wo, j0, j1 = _reach(w, kw, pw, dw)
@@ -147,14 +160,12 @@ class SmallMapConv2d(nn.Conv2d):
 
 
 def eligible(module: nn.Module) -> bool:
-    """A stock grouped ``nn.Conv2d`` (depthwise included) with stride 1 and zero padding given as numbers."""
-    return (
-        type(module) is nn.Conv2d
-        and module.groups > 1
-        and module.stride == (1, 1)
-        and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
-    )
+    """A stock ``nn.Conv2d`` with stride 1 and zero padding given as numbers that is grouped
+    (depthwise included) or 1x1 without padding."""
+    if type(module) is not nn.Conv2d or module.stride != (1, 1) or isinstance(module.padding, str):
+        return False
+    pointwise = module.kernel_size == (1, 1) and module.padding == (0, 0) and module.groups == 1
+    return module.padding_mode == "zeros" and (module.groups > 1 or pointwise)
 
 
 def use_fast_kernels(model: nn.Module) -> int:

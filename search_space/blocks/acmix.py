@@ -65,7 +65,7 @@ def reflect_pad(t: torch.Tensor, pad: int) -> torch.Tensor:
     reflection is repeated (index gather), which agrees with ReflectionPad wherever that is defined.
     """
     *lead, h, w = t.shape
-    if pad < h and pad < w and not torch.jit.is_tracing():  # traced (export): the gather, right at any size
+    if not torch.jit.is_tracing() and pad < h and pad < w:  # traced (export): the gather, right at any size
         return F.pad(t.reshape(-1, h, w), (pad, pad, pad, pad), mode="reflect").reshape(*lead, h + 2 * pad, w + 2 * pad)
     t = t.index_select(-2, reflect_indices(h, pad, t.device))
     return t.index_select(-1, reflect_indices(w, pad, t.device))
