@@ -72,7 +72,7 @@ ZERO_COST = ("synflow", "naswot", "gradnorm")
 # speed estimate (TSE, Ru et al. 2021: minus the sum of the training losses; "tse-last" sums the
 # last epoch only) and the accuracy on a fixed stratified share of the validation split (what a
 # search rung that scores fewer validation images would have read)
-VAL_SUBSETS = {"val2000": 1 / 6, "val1000": 1 / 12}
+VAL_SUBSETS = {"val6000": 1 / 2, "val4000": 1 / 3, "val2000": 1 / 6, "val1000": 1 / 12}
 COUNTS = ("macs", "params")
 
 

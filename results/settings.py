@@ -60,6 +60,7 @@ class SearchSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     data_fraction: float = DEFAULT_DATA_FRACTION  # of the top rung (`rung_ladder`)
     rungs: int = DEFAULT_RUNGS  # fidelity rungs; 1: every trial trains the one proxy
+    low_rung_val_fraction: float = proxy.LOW_RUNG_VAL_FRACTION  # validation share scored below the top rung
     address: str | None = None
     max_failures: int = DEFAULT_MAX_FAILURES  # Ray retries of a trial that raised or lost its worker
     threads: int | None = None  # CPU threads per trial; None: CPUs of the cluster / concurrency
@@ -76,7 +77,8 @@ class SearchSettings:
 
     def rung_ladder(self) -> list[proxy.Rung]:
         """The search's rungs, lowest first (`train_proxy.proxy_defaults.rung_ladder`)."""
-        return proxy.rung_ladder(self.epochs, self.proxy_width, self.data_fraction, self.rungs)
+        return proxy.rung_ladder(self.epochs, self.proxy_width, self.data_fraction, self.rungs,
+                                 self.low_rung_val_fraction)
 
     @property
     def top_rung(self) -> int:
@@ -104,6 +106,7 @@ class SearchSettings:
             raise UserError("run.json: settings lack 'budget_macs' (not a run directory of this version?)")
         values["objectives"] = tuple(values.get("objectives", DEFAULT_OBJECTIVES))
         values.setdefault("rungs", 1)  # a run from before rungs trained one proxy
+        values.setdefault("low_rung_val_fraction", 1 / 6)  # runs from before it was recorded scored a sixth
         return cls(**values)
 
     def with_overrides(self, **changes: Any) -> SearchSettings:

@@ -20,9 +20,11 @@ def test_the_ladder_by_hand() -> None:
     two = rung_ladder(1, 0.5, 0.1, 2)
     assert [(r.index, r.epochs, r.width) for r in two] == [(0, 1, 0.25), (1, 1, 0.5)]
     assert [r.data_fraction for r in two] == pytest.approx([0.1, 0.1])
-    assert [r.val_fraction for r in two] == pytest.approx([1 / 6, 1.0])
+    assert [r.val_fraction for r in two] == pytest.approx([1.0, 1.0])  # all 12,000 images (docs/fidelity.md)
     assert [r.budget for r in two] == [1, 3]
-    assert [r.label() for r in two] == ["e1-w0.25-f0.1-v0.17", "e1-w0.5-f0.1"]
+    assert [r.label() for r in two] == ["e1-w0.25-f0.1", "e1-w0.5-f0.1"]
+    sixth = rung_ladder(1, 0.5, 0.1, 2, low_val_fraction=1 / 6)  # what runs before that scored
+    assert [r.label() for r in sixth] == ["e1-w0.25-f0.1-v0.17", "e1-w0.5-f0.1"]
     three = rung_ladder(2, 1.0, 0.9, 3)
     assert [r.width for r in three] == [0.5, 0.5, 1.0] and [r.epochs for r in three] == [2, 2, 2]
     assert [r.data_fraction for r in three] == pytest.approx([0.3, 0.9, 0.9])
@@ -77,3 +79,19 @@ def test_a_rung_scores_its_validation_subset_as_the_full_pass_would(tiny_cfg) ->
     assert full.val_acc == pytest.approx(correct.mean(), abs=1e-12)
     row = part.history[-1]
     assert row["train_steps"] == part.n_train // 64 and row["train_loss_sum"] == pytest.approx(row["train_loss"] * row["train_steps"])
+
+
+def test_a_run_keeps_the_validation_share_it_started_with(tmp_path) -> None:
+    """Runs recorded before the share was a setting scored a sixth below the top rung; a resumed
+    run keeps its own share, and a hostile one is refused before anything starts."""
+    from nas.search.preflight import check_settings
+    from search_space.errors import UserError
+
+    old = SearchSettings.from_json({"budget_macs": 4_000_000_000, "rungs": 2})
+    assert old.low_rung_val_fraction == pytest.approx(1 / 6)
+    assert old.rung_ladder()[0].label() == "e1-w0.25-f0.1-v0.17"
+    new = SearchSettings.from_json(SearchSettings(budget_macs=4_000_000_000).to_json())
+    assert [r.val_fraction for r in new.rung_ladder()] == [1.0, 1.0]
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(UserError, match="low_rung_val_fraction"):
+            check_settings(new.with_overrides(low_rung_val_fraction=bad), tmp_path)

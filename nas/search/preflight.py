@@ -58,6 +58,8 @@ def check_settings(settings: SearchSettings, where: Path) -> None:
          f"proxy_width {settings.proxy_width} is not in (0, 4]")  # fmt: skip
     need(math.isfinite(settings.data_fraction) and 0 < settings.data_fraction <= 1,
          f"data_fraction {settings.data_fraction} is not in (0, 1]")  # fmt: skip
+    share = settings.low_rung_val_fraction
+    need(math.isfinite(share) and 0 < share <= 1, f"low_rung_val_fraction {share} is not in (0, 1]")
 
 
 def check_record_dirs(rd: RunDir) -> None:
