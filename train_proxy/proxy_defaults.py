@@ -40,9 +40,9 @@ PRECISION = "auto"  # on CUDA: bf16 autocast where native, else fp16 with a grad
 # describe the top rung, the one that decides the front; each step down the ladder makes the
 # proxy cheaper by the next entry of RUNG_STEPS_DOWN, in turn. What is cut first was measured
 # (docs/fidelity.md, Kendall tau against a full-width epoch on all the data): at about the same
-# CPU, a quarter width on a tenth of the images ranks (tau +0.27) where half width on 3 % of them
-# does not (+0.08), and from there width doubles tau (x0.25 -> x0.5: +0.27 -> +0.62) where 2.5x the
-# images adds +0.06. So the first step down halves the width and keeps the images; the next cuts
+# CPU, a quarter width on a tenth of the images ranks (tau +0.47, 16 architectures) where half
+# width on 3 % of them does not (+0.08), and from there width buys the most (x0.25 -> x0.5:
+# +0.47 -> +0.62) where 2.5x the images at x0.25 gave +0.33 (12). So the first step down halves the width and keeps the images; the next cuts
 # the images by RUNG_GROWTH; epochs are never cut (one epoch is the least there is).
 RUNGS = 2
 RUNG_GROWTH = 3  # ASHA's reduction factor: the best third of a rung goes on
