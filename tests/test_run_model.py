@@ -176,6 +176,10 @@ def test_the_study_reads_true_through_optuna(real_run: Path) -> None:
             assert all(v <= 0 for v in t.constraints.values())
     pruned = [t for t in trials if t.user_attrs.get("status") == "pruned"]
     assert pruned and all(t.user_attrs["rung"] == 0 and len(t.user_attrs["rung_val_acc"]) == 1 for t in pruned)
+    # every training's CPU time is recorded (a trial is at least its model's build and one epoch:
+    # more than nothing, and no more CPU than its wall time on its one thread and Ray's helpers allow)
+    for t in [*pruned, *(t for t in trials if t.user_attrs.get("status") == "complete")]:
+        assert 0 < t.user_attrs["train_cpu_seconds"] < 4 * t.user_attrs["train_seconds"] + 1
     # the samplers' own reading: Optuna's TPE counts a trial as infeasible by its constraints
     assert all(sum(v for v in t.constraints.values() if v > 0) > 0 for t in infeasible)
 

@@ -409,12 +409,14 @@ def test_searcher_tells_what_tune_reports(tmp_path: Path, monkeypatch: pytest.Mo
     # 1: trains both rungs -> COMPLETE with (top-rung acc, MACs); infeasible candidates before it were told, never returned
     c1 = searcher.suggest("t1")
     assert trial(c1["number"]).constraints["macs"] <= 0
-    searcher.on_trial_result("t1", {"rung": 0, "budget": 1, "val_acc": 0.5, "epochs": 1, "timestamp": 1})
-    searcher.on_trial_complete("t1", {"rung": 1, "budget": 3, "val_acc": 0.75, "epochs": 1, "timestamp": 2})  # the STOP row comes only here
+    searcher.on_trial_result("t1", {"rung": 0, "budget": 1, "val_acc": 0.5, "epochs": 1, "cpu_seconds": 2.0, "timestamp": 1})
+    searcher.on_trial_complete("t1", {"rung": 1, "budget": 3, "val_acc": 0.75, "epochs": 1, "cpu_seconds": 3.5,
+                                      "timestamp": 2})  # the STOP row comes only here
     t1 = trial(c1["number"])
     assert t1.state == TrialState.COMPLETE and t1.values[0] == 0.75 and t1.user_attrs["status"] == "complete"
     assert t1.values[1] == t1.user_attrs["macs"] <= budget and t1.user_attrs["rung"] == 1
     assert t1.user_attrs["rung_val_acc"] == [0.5, 0.75]
+    assert t1.user_attrs["train_cpu_seconds"] == 5.5  # both rungs' CPU time (a CPU budget counts it)
     searcher.on_trial_complete("t1", {"rung": 1, "val_acc": 0.75, "timestamp": 2})  # a repeat is ignored, not raised
     # 2: stopped by ASHA after rung 0 -> PRUNED with its rung-0 accuracy kept, not COMPLETE with a low-fidelity value
     c2 = searcher.suggest("t2")

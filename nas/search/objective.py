@@ -13,7 +13,8 @@ data sets in a per-process cache and pins torch's thread count to the trial's CP
 Reports (``ray.tune.report``), one per rung: ``rung``, ``budget``, ``val_acc`` (on the rung's
 validation images), ``train_loss`` (the last epoch's mean), ``tse`` (the sum of every training
 step's loss, Ru et al. 2021), ``epochs``, ``n_train``, ``n_val``, ``seconds`` (the rung's training
-time), ``node_id`` and ``device``. A training that ends with a non-finite loss reports one last
+time), ``cpu_seconds`` (the worker's CPU time for it, every thread: what a CPU-time budget counts),
+``node_id`` and ``device``. A training that ends with a non-finite loss reports one last
 row with ``status: failed`` and its ``failure_reason`` (not retried: the trial's seed is fixed, a
 retry would replay it); an exception, or running out of memory, is reported the same way and
 then raised, so Ray retries the trial up to ``--max-failures`` times and the searcher knows why.
@@ -22,6 +23,7 @@ then raised, so Ray retries the trial up to ``--max-failures`` times and the sea
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from typing import Any
 
@@ -61,7 +63,7 @@ def rung_spec(settings: dict[str, Any], rung: Any, seed: int, threads: int) -> A
     )
 
 
-def rung_report(rung: Any, result: Any, node_id: str | None, device: str) -> dict[str, Any]:
+def rung_report(rung: Any, result: Any, node_id: str | None, device: str, cpu_seconds: float) -> dict[str, Any]:
     """What the searcher (and ASHA) read of one rung's training."""
     history = result.history
     return {
@@ -74,6 +76,7 @@ def rung_report(rung: Any, result: Any, node_id: str | None, device: str) -> dic
         "n_train": int(result.n_train),
         "n_val": int(result.n_val),
         "seconds": float(result.train_seconds),
+        "cpu_seconds": float(cpu_seconds),
         "node_id": node_id,  # which cluster node trained it (result.json keeps it)
         "device": device,
     }
@@ -109,7 +112,9 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[s
             data = load_cached_data(settings["data"], settings["proxy_resolution"], rung.data_fraction, settings["seed"])
             data = faults.before_training(hooks, number, attempt, data)
             cfg = with_classes(arch, data.num_classes)
+            cpu_start = time.process_time()
             result = train_proxy(cfg, rung_spec(settings, rung, int(config["seed"]), threads), data)
+            cpu_seconds = time.process_time() - cpu_start
             if result.status == "failed" and (result.failure_reason or "").startswith("out of memory"):
                 # Raised, not reported: memory may be free on a retry (trials share a GPU), so Ray
                 # retries it up to --max-failures times. A non-finite loss is a result: the trial's
@@ -119,7 +124,7 @@ def search_trial(config: dict[str, Any], settings: dict[str, Any], hooks: dict[s
                 break
             last_rung, last_acc = rung.index, float(result.val_acc)
             # ASHA answers here: a trial it stops never returns from this call's next round
-            tune.report(rung_report(rung, result, node_id, device))
+            tune.report(rung_report(rung, result, node_id, device, cpu_seconds))
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         tune.report({"rung": last_rung, "val_acc": last_acc, "status": "failed", "failure_reason": reason,

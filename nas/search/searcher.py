@@ -74,7 +74,8 @@ METRIC_OF = {"acc": "val_acc", "macs": "macs", "latency": "latency_ms"}
 # the study's metric names, as optuna-dashboard shows them (instead of "Objective 0/1")
 METRIC_NAMES = {"acc": "accuracy", "macs": "MACs", "latency": "latency_ms"}
 # what the run directory's metrics.jsonl keeps of each rung's report
-RUNG_ROW = ("rung", "budget", "val_acc", "train_loss", "tse", "epochs", "n_train", "n_val", "seconds", "device")
+RUNG_ROW = ("rung", "budget", "val_acc", "train_loss", "tse", "epochs", "n_train", "n_val", "seconds", "cpu_seconds",
+            "device")
 
 
 def block_summary(cfg: ArchConfig) -> str:
@@ -507,6 +508,7 @@ class NasSearcher(OptunaSearch):
             "tse": float(rows[-1]["tse"]) if rows and "tse" in rows[-1] else None,
             "epochs_trained": int(rows[-1].get("epochs", 0)) if rows else 0,  # at the highest rung reached
             "train_seconds": sum(float(r.get("seconds", 0.0)) for r in rows) if rows else None,  # all rungs
+            "train_cpu_seconds": sum(float(r.get("cpu_seconds", 0.0)) for r in rows) if rows else None,
             "retries": live.retries,
             "trained": True,
         }
