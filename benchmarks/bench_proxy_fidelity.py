@@ -388,7 +388,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", required=True, help="folder of per-task results (created; reused to continue)")
     ap.add_argument("--only", help="comma-separated signals to run now (reference, candidate names, zero-cost)")
-    ap.add_argument("--archs", help="comma-separated architecture names to run now (default: all)")
+    ap.add_argument("--archs", help="comma-separated architecture names to run now (default: all); with "
+                    "--report-only, the architectures the tables are computed over")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--report-only", action="store_true", help="train nothing: tables from the tasks in --cache")
     ap.add_argument("--json", help="write the report's raw JSON here")
@@ -412,7 +413,7 @@ def main() -> None:
         f"{c.name} {analytic_cost(c).macs / 1e9:.2f}G" for c in cfgs), file=sys.stderr, flush=True)  # fmt: skip
     if not args.report_only:
         run_study(run_cfgs, signals, cache, args.workers)
-    report = gather(cfgs, cache)
+    report = gather(run_cfgs if args.report_only else cfgs, cache)
     if args.json:
         write_json_atomic(Path(args.json), report, indent=1)
     table = markdown(report)
