@@ -29,7 +29,6 @@ equal CPU budget, each sampler's ratio to random and its wins over random.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from results.pareto import hypervolume
+from search_space.files import read_json, write_json_atomic
 from search_space.units import parse_macs
 
 SUMMARY = "bench-samplers.json"  # one run's trained trials, written when the run has finished
@@ -49,8 +49,9 @@ def run_search(sampler: str, seed: int, args: argparse.Namespace, root: Path) ->
     """One search (or the summary of a finished one in --keep): its trained trials."""
     out = root / f"{sampler}-{seed}"
     summary = out / SUMMARY
-    if summary.is_file():
-        return json.loads(summary.read_text())
+    kept = read_json(summary, "result", missing_ok=True)  # a finished run of an earlier call
+    if kept is not None:
+        return kept
     cmd = [sys.executable, "-m", "nas.cli", "search", "--budget", args.budget, "--objectives", "acc,macs",
            "--sampler", sampler, "--seed", str(seed), "--trials", str(args.trials), "--data", args.data,
            "--out", str(out)]  # fmt: skip
@@ -79,9 +80,7 @@ def run_search(sampler: str, seed: int, args: argparse.Namespace, root: Path) ->
     result = {"sampler": sampler, "seed": seed, "top_rung": top, "wall_seconds": wall, "trials": trials,
               "infeasible": sum(frozen_status(t) == "infeasible" for t in study.trials),
               "load_average": os.getloadavg()[0]}  # fmt: skip
-    tmp = summary.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, summary)
+    write_json_atomic(summary, result, indent=1)
     return result
 
 
