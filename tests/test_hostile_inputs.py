@@ -271,6 +271,43 @@ def test_ctrl_c_while_ray_starts_ends_cleanly(tmp_path, delay, sig):
         assert status in ("interrupted", "finished")
 
 
+SPY_ON_RAY_START = """
+import json, signal, sys, ray
+from nas.search import runner
+installed = []
+real = signal.signal
+def spy(signum, handler):
+    if signum == signal.SIGTERM:
+        installed.append(getattr(handler, "__module__", None) or str(handler))
+    return real(signum, handler)
+signal.signal = spy
+ours = real(signal.SIGTERM, runner._sigterm_to_sigint)
+with runner._signals_deferred(), runner._ray_keeps_our_sigterm():
+    runner.start_ray(None)
+    during = signal.getsignal(signal.SIGTERM)
+after = signal.getsignal(signal.SIGTERM)
+ray.shutdown()
+print(json.dumps({"installed": installed, "during": during.__module__, "restored": after is runner._sigterm_to_sigint}))
+"""
+
+
+@pytest.mark.slow
+def test_ray_start_never_installs_its_own_sigterm_handler(tmp_path):
+    """The race behind a SIGTERM while Ray starts: ray.init (the real one) installs a handler that calls
+    sys.exit(15) half-way through its start, so a SIGTERM landing there raised SystemExit wherever the
+    main thread was (once inside logging, where Python printed and ignored it). Every SIGTERM handler
+    installed while the search starts Ray must be the search's own."""
+    marker = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    done = subprocess.run([sys.executable, "-c", SPY_ON_RAY_START], capture_output=True, text=True, timeout=120,
+                          env=env(RAY_TMPDIR=marker), cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["installed"], "the deferral installs its handler through signal.signal"
+    assert not [m for m in seen["installed"] if m.startswith("ray")], seen  # Ray's: ray._private.worker, node
+    assert seen["during"] == "nas.search.runner" and seen["restored"], seen
+    shutil.rmtree(marker, ignore_errors=True)
+
+
 # -- 6. a full disk ----------------------------------------------------------------------------------
 
 

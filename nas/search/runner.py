@@ -354,9 +354,9 @@ def run(plan: Plan, console: Any, err_console: Any) -> int:
     _terminated.clear()
     try:
         try:
-            with _signals_deferred():  # Ray's start is not interruptible safely (a Ctrl-C there crashed it)
+            with _signals_deferred(), _ray_keeps_our_sigterm():  # Ray's start is not interruptible safely
                 start_ray(s.address)
-        except SystemExit as exc:  # ray.init installs its own SIGTERM handler, which exits with 15
+        except SystemExit as exc:  # Ray's own SIGTERM handler (exit 15), should a Ray release bypass the guard
             if exc.code != signal.SIGTERM:
                 raise
             _terminated.append(signal.SIGTERM)
@@ -425,6 +425,32 @@ def _signals_deferred() -> Iterator[None]:
         if received[0] == signal.SIGTERM:
             _terminated.append(signal.SIGTERM)
         raise KeyboardInterrupt
+
+
+@contextmanager
+def _ray_keeps_our_sigterm() -> Iterator[None]:
+    """Keep the SIGTERM handler in place while Ray starts.
+
+    ray.init installs a handler of its own half-way through its start (``sys.exit(15)``, and the
+    head node's one that kills its processes). A SIGTERM landing after that, before the deferral
+    restored ours, raised SystemExit wherever the main thread was: once inside logging's lock
+    release, where Python can only print it and go on, so the search ran to its end with a
+    traceback on stderr. Ray installs both through one function, which does nothing here.
+    """
+    try:
+        import ray._private.utils as ray_utils
+    except ImportError:  # pragma: no cover - Ray is a dependency; a release without the module
+        yield
+        return
+    install = getattr(ray_utils, "set_sigterm_handler", None)
+    if install is None:  # a Ray release that installs it otherwise: the SystemExit fallback covers it
+        yield
+        return
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = install
 
 
 def _mark(rd: RunDir, status: str, error: str | None = None) -> None:
