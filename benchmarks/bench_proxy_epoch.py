@@ -13,8 +13,9 @@ validation pass):
 * ``plain``: the loop anyone would write over ``build_model``'s network with PyTorch's stock
   kernels: index a batch, forward, cross-entropy, backward, AdamW step; then score the
   validation images in batches of 256 under ``torch.no_grad``. ACmix's window attention runs as
-  the shifted-view loop and convolutions as oneDNN's (`--plain-now` instead keeps ACmix's dense
-  path, which ``build_model`` now takes on small maps, so that the trainer's own gain shows).
+  the shifted-view loop, CMT's attention as SDPA whatever its number of keys, and convolutions as
+  oneDNN's (`--plain-now` instead keeps the two attention paths that ``build_model``'s network
+  takes on small maps, so that the trainer's own gain shows).
 * ``trainer``: `train_proxy.train_proxy` as shipped (its recipe adds augmentation, the learning
   rate schedule and loss tracking; on the CPU it swaps in `train_proxy.fast_kernels`).
 * ``trainer-stock`` (``--stock``): the trainer with the stock kernels (both fast paths off), whose
@@ -52,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy_fidelity import choose_family_architectures  # noqa: E402
 
 from search_space import build_model  # noqa: E402
-from search_space.blocks import acmix  # noqa: E402
+from search_space.blocks import acmix, cmt  # noqa: E402
 from search_space.files import write_json_atomic  # noqa: E402
 from train_proxy import ProxySpec, load_data, train_proxy  # noqa: E402
 from train_proxy import fast_kernels  # noqa: E402
@@ -65,14 +66,15 @@ CANDIDATES = ("channels_last", "bf16", "eval-inference", "compile")
 
 @contextlib.contextmanager
 def stock_kernels(stock: bool) -> Iterator[None]:
-    """Both fast paths off (ACmix's dense attention, `train_proxy.fast_kernels`) while ``stock``."""
-    saved = acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS
+    """The small-map fast paths off (ACmix's dense attention, CMT's written-out attention over few
+    keys, `train_proxy.fast_kernels`) while ``stock``."""
+    saved = acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS
     if stock:
-        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = 0, -1, 0
+        acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = 0, 0, -1, 0
     try:
         yield
     finally:
-        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = saved
+        acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = saved
 
 
 def validation(bundle: Any, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +153,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=D.BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--plain-now", action="store_true", help="plain loop with ACmix's dense path on")
+    parser.add_argument("--plain-now", action="store_true", help="plain loop with the network's small-map attention paths on")
     parser.add_argument("--stock", action="store_true", help="also the trainer with the stock kernels")
     parser.add_argument("--candidates", default="", help=f"comma-separated plain-loop changes: {', '.join(CANDIDATES)}")
     parser.add_argument("--epoch-steps", type=int, help="also the CPU ratio extrapolated to an epoch of this many "
@@ -196,7 +198,7 @@ def main() -> None:
         for r in range(args.repeats):
             for v in order[r % len(order) :] + order[: r % len(order)]:
                 runs[v].append(variants[v](cfg))
-        print(f"\n== {name} ({'plain loop with ACmix dense' if args.plain_now else 'plain loop with stock kernels'})")
+        print(f"\n== {name} ({'plain loop with the small-map attention paths' if args.plain_now else 'plain loop with stock kernels'})")
         print(f"   {'variant':<24}{'wall s':>8}{'cpu s':>8}{'train s':>9}{'eval s':>8}{'val_acc':>9}"
               f"{'cpu ratio':>11}{'wall ratio':>11}")  # fmt: skip
         for v, rows in runs.items():

@@ -162,6 +162,20 @@ def test_entropy_pooling():
     assert entropy_pool(peaked, -1).item() == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("shape, dim", [((4, 6, 4), -1), ((4, 6, 2, 2), 1), ((2, 3, 64), -1), ((2, 8, 1), -1)])
+def test_entropy_pooling_equals_the_definition_with_its_gradient(shape, dim):
+    """The written-out form against -sum(softmax * log_softmax) by PyTorch's own kernels (float64)."""
+    x = (torch.randn(*shape, dtype=torch.float64) * 3).requires_grad_()
+    weights = torch.randn(*[n for i, n in enumerate(shape) if i != dim % len(shape)], dtype=torch.float64)
+    ours = entropy_pool(x, dim)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    want = -(x.softmax(dim) * x.log_softmax(dim)).sum(dim)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), x)
+    torch.testing.assert_close(ours, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-10, atol=1e-12)
+    assert entropy_pool(x, dim, keepdim=True).shape == want.unsqueeze(dim).shape
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_forward_backward_reaches_every_parameter(name):
     torch.manual_seed(0)

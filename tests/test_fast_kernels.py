@@ -29,6 +29,9 @@ SHAPES = [
     (8, 16, 1, 2, 2, 1, 1, 0),  # 1x1, groups 1: a matrix product over (batch x pixels, channels)
     (5, 7, 1, 3, 5, 1, 1, 0),
     (5, 7, 1, 8, 8, 1, 1, 0),  # 64 pixels: stock
+    (3, 1, 1, 2, 2, 7, 1, 3),  # dense over few input channels: CAT's spatial attention
+    (2, 1, 1, 8, 8, 7, 1, 3),  # (CBAM's: 2 pooled maps); 64 pixels <= 6 x 49 taps
+    (4, 3, 1, 3, 4, 3, 2, 2),
 ]
 
 
@@ -68,7 +71,7 @@ def test_a_hand_worked_two_by_two_map():
     assert y.view(2, 2).tolist() == [[186.5, 176.5], [86.5, 76.5]]
 
 
-def test_only_stride_one_zero_padded_grouped_convolutions_are_swapped():
+def test_only_stride_one_zero_padded_grouped_pointwise_or_few_input_convolutions_are_swapped():
     model = nn.Sequential(
         nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise: swapped
         nn.Conv2d(8, 8, 3, padding=1, groups=2),  # grouped: swapped
@@ -78,12 +81,15 @@ def test_only_stride_one_zero_padded_grouped_convolutions_are_swapped():
         nn.Conv2d(8, 8, 3, padding="same", groups=8),  # padding given as a word: stock
         nn.Conv2d(8, 8, 1),  # 1x1: swapped
         nn.Conv2d(8, 8, 1, padding=1),  # 1x1 with padding: stock
+        nn.Conv2d(3, 1, 7, padding=3),  # dense over 3 pooled maps (spatial attention): swapped
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),  # an RGB stem, strided: stock
     )
     keys = list(model.state_dict())
-    assert fk.use_fast_kernels(model) == 3 and fk.use_fast_kernels(model) == 0  # idempotent
-    assert [type(m).__name__ for m in model] == ["SmallMapConv2d"] * 2 + ["Conv2d"] * 4 + ["SmallMapConv2d", "Conv2d"]
+    assert fk.use_fast_kernels(model) == 4 and fk.use_fast_kernels(model) == 0  # idempotent
+    want = ["SmallMapConv2d"] * 2 + ["Conv2d"] * 4 + ["SmallMapConv2d", "Conv2d", "SmallMapConv2d", "Conv2d"]
+    assert [type(m).__name__ for m in model] == want
     assert list(model.state_dict()) == keys
-    assert fk.use_stock_kernels(model) == 3 and all(type(m) is nn.Conv2d for m in model)
+    assert fk.use_stock_kernels(model) == 4 and all(type(m) is nn.Conv2d for m in model)
 
 
 def test_large_maps_and_export_run_the_stock_convolution(monkeypatch):

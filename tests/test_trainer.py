@@ -259,3 +259,50 @@ def run_cli(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+
+
+# -- channels-last on the CPU ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", ["cmt", "van"])
+def test_channels_last_trains_the_same_network_to_float_rounding(digits: DataBundle, block: str, monkeypatch) -> None:
+    """The CPU's channels-last layout (`CPU_CHANNELS_LAST`) changes summation orders, not the function:
+    the same seed gives the same losses and accuracy as contiguous tensors, to float rounding."""
+    from train_proxy import trainer as T
+
+    spec = ProxySpec(**FAST)
+    runs = []
+    for channels_last in (True, False):
+        monkeypatch.setattr(T, "CPU_CHANNELS_LAST", channels_last)
+        seen: list[dict] = []
+        result = train_proxy(tiny_config(block), spec, digits, on_epoch=seen.append)
+        runs.append((result, [h["train_loss"] for h in seen]))
+    (cl, cl_losses), (nchw, nchw_losses) = runs
+    assert cl.status == nchw.status == "ok"
+    assert cl_losses == pytest.approx(nchw_losses, rel=1e-4)
+    assert abs(cl.val_acc - nchw.val_acc) <= 1 / nchw.n_val + 1e-9  # one image at most on either side of a tie
+
+
+def test_a_state_saved_channels_last_resumes_right_on_contiguous_weights(digits: DataBundle, tmp_path, monkeypatch) -> None:
+    """A training kept on CUDA (channels-last weights and moments in training_state.pt, as the real
+    writer stores them; trained here on the CPU in that layout) resumed on the CPU (contiguous):
+    AdamW's fused kernel must see each moment in its weight's layout, or it updates the wrong
+    elements. Against the same training run whole on the CPU."""
+    from train_proxy import trainer as T
+    from train_proxy.checkpoint import TrainingDir
+
+    spec = ProxySpec(**FAST)
+    cfg = tiny_config("cmt")
+    whole = train_proxy(cfg, spec, digits)
+    kept = TrainingDir.create(tmp_path / "kept")
+    monkeypatch.setattr(T, "CPU_CHANNELS_LAST", True)
+    first = train_proxy(cfg, spec, digits, on_epoch=lambda record: False, checkpoint=kept)  # stops after epoch 1
+    assert first.status == "stopped"
+    saved = kept.load_state()["optimizer"]["state"]
+    layouts = [t.is_contiguous() for s in saved.values() for t in s.values() if torch.is_tensor(t) and t.dim() == 4]
+    assert not all(layouts), "moments of 4-d weights stored channels-last (1x1 kernels are both layouts at once)"
+    monkeypatch.setattr(T, "CPU_CHANNELS_LAST", False)
+    resumed = train_proxy(cfg, spec, digits, checkpoint=kept)
+    assert resumed.status == "ok"
+    assert resumed.history[-1]["train_loss"] == pytest.approx(whole.history[-1]["train_loss"], rel=1e-4)
+    assert abs(resumed.val_acc - whole.val_acc) <= 1 / whole.n_val + 1e-9

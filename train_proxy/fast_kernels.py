@@ -37,6 +37,11 @@ DENSE_TOKENS = 6
 # (batch x pixels, channels): oneDNN's 1x1 kernels cost 1.3-2.6x as much, fwd+bwd at batch 64, on
 # 4x4 maps and smaller; from 8x8 on they are as fast or faster.
 POINTWISE_TOKENS = 16
+# Dense (groups 1) convolutions with at most this many input channels take the matrix path too: the
+# spatial-attention convolutions over 2-3 pooled maps (CAT's 7x7, 3 -> 1: on a 2x2 map 0.52x the stock
+# CPU fwd+bwd at batch 64, on 8x8 0.74x). With many input channels the matrix is the slow one (a 3x3
+# over 32 channels of a 4x4 map: 5x the stock).
+FEW_INPUTS = 4
 
 
 def _reach(size: int, kernel: int, padding: int, dilation: int) -> tuple[int, int, int]:
@@ -161,11 +166,12 @@ class SmallMapConv2d(nn.Conv2d):
 
 def eligible(module: nn.Module) -> bool:
     """A stock ``nn.Conv2d`` with stride 1 and zero padding given as numbers that is grouped
-    (depthwise included) or 1x1 without padding."""
+    (depthwise included), 1x1 without padding, or takes at most `FEW_INPUTS` input channels."""
     if type(module) is not nn.Conv2d or module.stride != (1, 1) or isinstance(module.padding, str):
         return False
     pointwise = module.kernel_size == (1, 1) and module.padding == (0, 0) and module.groups == 1
-    return module.padding_mode == "zeros" and (module.groups > 1 or pointwise)
+    few_inputs = module.kernel_size != (1, 1) and module.in_channels <= FEW_INPUTS
+    return module.padding_mode == "zeros" and (module.groups > 1 or pointwise or few_inputs)
 
 
 def use_fast_kernels(model: nn.Module) -> int:

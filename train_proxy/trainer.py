@@ -56,6 +56,13 @@ EVAL_BATCH = 512  # images per evaluation forward pass (inference mode): ~1.2x t
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CUDA_CHECK_EVERY = 16  # steps between host reads of the loss on CUDA (each read synchronises)
 CUDA_RESIDENT_BYTES = 4 << 30  # datasets below this live on the GPU for the whole run
+# Channels-last on the CPU as well as on CUDA. Tried: the blocks' layers hand on channels-last
+# tensors of their own (LayerNorm2d's permute, the token-wise 1x1 convolutions), and an elementwise
+# op between a channels-last and a contiguous tensor is many times slower than between two of a
+# kind; yet whole proxy epochs, one layout against the other, cost the same on cmt1 and van1 and
+# 3-7 % less on acmix1 (docs/throughput.md). Off: the gain is not worth a second layout to keep
+# equal. The tests switch it on to train the CUDA layout on the CPU.
+CPU_CHANNELS_LAST = False
 
 EpochCallback = Callable[[dict], "bool | None"]
 
@@ -271,6 +278,7 @@ class _Run:
     ) -> None:
         self.spec, self.bundle, self.device, self.on_epoch, self.progress = spec, bundle, device, on_epoch, progress
         self.cuda = device.type == "cuda"
+        self.channels_last = self.cuda or CPU_CHANNELS_LAST
         self.amp = amp_dtype(spec.precision, device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
@@ -308,10 +316,10 @@ class _Run:
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         model = build_model(self.cfg)
-        if self.cuda:
-            model = model.to(self.device, memory_format=torch.channels_last)
-        else:  # oneDNN's depthwise kernels are slow on maps small against them (train_proxy.fast_kernels)
+        if not self.cuda:  # oneDNN's depthwise kernels are slow on maps small against them (train_proxy.fast_kernels)
             use_fast_kernels(model)
+        if self.channels_last:
+            model = model.to(self.device, memory_format=torch.channels_last)
         decay, no_decay = [], []
         for name, p in model.named_parameters():  # decay only conv/linear weights
             (decay if p.ndim >= 2 and name.endswith("weight") else no_decay).append(p)
@@ -442,6 +450,7 @@ class _Run:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            _match_state_layouts(optimizer)
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -515,7 +524,7 @@ class _Run:
             idx = idx.to(self.device, non_blocking=True)
             x, y = self.x_train[idx], self.y_train[idx]
         x = augment(x, self.pad, self.bundle.hflip, self.gen)
-        if self.cuda:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
@@ -535,11 +544,24 @@ class _Run:
             for start in range(0, len(y_all), EVAL_BATCH):
                 x = x_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
                 y = y_all[start : start + EVAL_BATCH].to(self.device, non_blocking=True)
-                if self.cuda:
+                if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast:
                     hits.append(model(x).argmax(dim=1) == y)
             return torch.cat(hits).cpu()
+
+
+def _match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each restored optimizer state tensor its parameter's memory layout. The fused AdamW kernel
+    reads parameter, gradient and moments as flat memory: channels-last moments (a state saved on
+    CUDA, which trains channels-last) against contiguous weights (resumed on the CPU) updated the
+    wrong elements, silently."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def pack_correct(correct: torch.Tensor) -> str:

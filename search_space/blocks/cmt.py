@@ -20,6 +20,23 @@ from ..cost import Cost
 from .layers import DropPath, LayerNorm2d
 from .channel_attention import build_channel_attention, channel_attention_cost
 from .registry import BlockType, register
+from .traced_macs import counting
+
+# Attention over fewer keys than this is written out (scores, softmax, weighted sum). On the CPU,
+# SDPA with a float mask (the relative position bias) takes its math path, whose softmax, like
+# PyTorch's own, is slow on rows shorter than its vector width; the K/V grids of a 32 px proxy have
+# 1-4 keys. Forward and backward at batch 64, one thread: 0.42x SDPA's CPU time with 64 queries and 4
+# keys (CMT's first stage at 32 px), 0.6-0.8x with 4-16 queries, the same with one key; from 16 keys
+# on SDPA is as fast or faster. Equal to SDPA to float rounding (tests/test_cmt.py).
+WRITTEN_OUT_KEYS = 16
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v, written out (`WRITTEN_OUT_KEYS`). The softmax's max shift
+    cancels, so it is a constant to autograd."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias
+    e = (scores - scores.detach().amax(-1, keepdim=True)).exp()
+    return torch.matmul(e / e.sum(-1, keepdim=True), v)
 
 
 def kv_grid(size: int, reduction: int) -> int:
@@ -80,7 +97,10 @@ class LightweightMHSA(nn.Module):
         k = self.k(kv).reshape(b, kh * kw, self.heads, -1).transpose(1, 2)
         v = self.v(kv).reshape(b, kh * kw, self.heads, -1).transpose(1, 2)
         mask = bias(h, w, kh, kw).to(q.dtype).unsqueeze(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if kh * kw < WRITTEN_OUT_KEYS and not torch.jit.is_tracing() and not counting():  # exports keep SDPA
+            out = attend(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
         return out.transpose(1, 2).reshape(b, c, h, w)
 
