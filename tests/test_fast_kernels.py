@@ -14,7 +14,9 @@ from train_proxy.trainer import amp_dtype
 # (in, out, groups, h, w, kernel, dilation, padding): depthwise (VAN's LKA, CMT's LPU), grouped
 # with several channels per group (ACmix's shift convolution), dilated, no padding, 1x1 maps
 SHAPES = [
-    (4, 4, 4, 1, 1, 3, 1, 1),
+    (4, 4, 4, 1, 1, 3, 1, 1),  # depthwise on a 1x1 map: a per-channel scale by the one tap that reaches
+    (6, 6, 6, 1, 1, 7, 3, 9),
+    (4, 4, 4, 1, 1, 3, 1, 2),  # padding 2: a 3x3 output from a 1x1 map, the matrix path
     (4, 4, 4, 2, 2, 7, 3, 9),
     (3, 3, 3, 2, 3, 5, 1, 2),
     (5, 5, 5, 8, 8, 5, 1, 2),

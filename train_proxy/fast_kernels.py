@@ -155,6 +155,11 @@ class SmallMapConv2d(nn.Conv2d):
         wo, j0, j1 = _reach(w, kw, pw, dw)
         if ho < 1 or wo < 1 or i1 <= i0 or j1 <= j0 or ho * wo > DENSE_TOKENS * (i1 - i0) * (j1 - j0):
             return super().forward(x)
+        if h * w == ho * wo == 1 and self.groups == self.in_channels == self.out_channels:
+            # depthwise on a 1x1 map: one tap reaches, a per-channel scale (fwd+bwd 3.5x faster than the
+            # matrix path at batch 64: 576 channels, 593 -> 164 us)
+            y = x * self.weight[:, 0, i0, j0].view(1, -1, 1, 1)
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         index, inverse = tap_matrix_index(h, w, kh, kw, ph, pw, dh, dw, x.device)
         geometry = ((ho, wo), (i0, i1, j0, j1), (ph, pw), (dh, dw), self.groups)
         y = _SmallMapConv.apply(x, self.weight, index, inverse, geometry)
