@@ -11,11 +11,13 @@ the image touches one tap in 49 (docs/throughput.md).
 there `SmallMapConv2d` runs them as one ``F.linear`` over (batch x pixels, channels).
 
 `SmallMapConv2d` runs such a grouped convolution (any grouped one: ACmix's shift convolution, with 9
-input channels per group, is as slow), on maps with at most `DENSE_TOKENS` pixels per kernel tap
+input channels per group, is as slow; and a dense one over `FEW_INPUTS` input channels or fewer, as
+the spatial attention's 7x7 over pooled maps), on maps with at most `DENSE_TOKENS` pixels per kernel tap
 that can reach the image, as one batched matrix product per group: the kernel is scattered into
 an (output channels x pixels, input channels x pixels) matrix per group (zero where a tap falls
 on the padding), and the map is multiplied by it. Taps that only ever see the zero padding drop
-out, and the backward pass is two matrix products and one gather. Elsewhere it is the stock
+out, and the backward pass is two matrix products and one gather (a depthwise convolution on a 1x1
+map, where one tap reaches, is a per-channel scale). Elsewhere it is the stock
 convolution. Parameters, their names and shapes are the stock ``nn.Conv2d``'s, so state dicts,
 checkpoints and exports are unchanged; `use_fast_kernels` swaps the class of the eligible
 convolutions of a built model in place.
@@ -136,8 +138,8 @@ class _SmallMapConv(torch.autograd.Function):
 
 
 class SmallMapConv2d(nn.Conv2d):
-    """A grouped (depthwise included), stride-1, zero-padded ``nn.Conv2d`` for maps small against
-    its kernel (module docstring); the stock convolution elsewhere, and while tracing or
+    """A grouped (depthwise included) or few-input, stride-1, zero-padded ``nn.Conv2d`` for maps
+    small against its kernel (module docstring); the stock convolution elsewhere, and while tracing or
     scripting (export)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

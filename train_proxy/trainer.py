@@ -559,7 +559,7 @@ def _match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         for param in group["params"]:
             state = optimizer.state.get(param, {})
-            for key, value in state.items():
+            for key, value in list(state.items()):
                 if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
                     state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 

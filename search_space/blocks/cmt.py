@@ -27,7 +27,7 @@ from .traced_macs import counting
 # PyTorch's own, is slow on rows shorter than its vector width; the K/V grids of a 32 px proxy have
 # 1-4 keys. Forward and backward at batch 64, one thread: 0.42x SDPA's CPU time with 64 queries and 4
 # keys (CMT's first stage at 32 px), 0.6-0.8x with 4-16 queries, the same with one key; from 16 keys
-# on SDPA is as fast or faster. Equal to SDPA to float rounding (tests/test_cmt.py).
+# on SDPA is as fast or faster. Equal to SDPA to float rounding (tests/test_cmt_attention.py).
 WRITTEN_OUT_KEYS = 16
 
 
