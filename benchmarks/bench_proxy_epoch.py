@@ -6,8 +6,8 @@ and threads, each with one evaluation pass over the same validation images.
     python benchmarks/bench_proxy_epoch.py --width 1.0                       # the reference's network
     python benchmarks/bench_proxy_epoch.py --data-fraction 0.02 --val-fraction 0.2 --repeats 3   # shorter
 
-The architectures are the fidelity study's pure-family ones (`bench_proxy_fidelity.
-choose_family_architectures`). Variants, each a full epoch (model build, training steps, one
+The architectures are the fidelity study's (`bench_proxy_fidelity.choose_architectures`: the
+mixed a00-a11 and the pure-family van0-2, cmt0-2, acmix0-2; by default van1, cmt1, acmix1). Variants, each a full epoch (model build, training steps, one
 validation pass):
 
 * ``plain``: the loop anyone would write over ``build_model``'s network with PyTorch's stock
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_proxy_fidelity import choose_family_architectures  # noqa: E402
+from bench_proxy_fidelity import choose_architectures  # noqa: E402
 
 from search_space import build_model  # noqa: E402
 from search_space.blocks import acmix, cmt  # noqa: E402
@@ -144,7 +144,7 @@ def trainer_epoch(cfg: Any, spec: ProxySpec, bundle: Any, *, stock: bool = False
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", default="van1,cmt1,acmix1", help="fidelity-study family architectures")
+    parser.add_argument("--archs", default="van1,cmt1,acmix1", help="fidelity-study architectures (a00-a11, van0-2, cmt0-2, acmix0-2)")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--width", type=float, default=D.WIDTH, help=f"width multiplier (default {D.WIDTH}; "
                         f"{D.FULL_WIDTH}: the reference's network)")  # fmt: skip
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
 
-    known = {cfg.name: cfg for cfg in choose_family_architectures()}
+    known = {cfg.name: cfg for cfg in choose_architectures()}
     names = [n.strip() for n in args.archs.split(",") if n.strip()]
     changes = [c.strip() for c in args.candidates.split(",") if c.strip()]
     bad = [n for n in names if n not in known] + [c for c in changes if c not in CANDIDATES]
