@@ -22,7 +22,7 @@ from .channel_attention import build_channel_attention, channel_attention_cost
 from .registry import BlockType, register
 from .traced_macs import counting
 
-# Attention over fewer keys than this is written out (scores, softmax, weighted sum). On the CPU,
+# Attention over fewer keys than this is written out on the CPU (scores, softmax, weighted sum). There
 # SDPA with a float mask (the relative position bias) takes its math path, whose softmax, like
 # PyTorch's own, is slow on rows shorter than its vector width; the K/V grids of a 32 px proxy have
 # 1-4 keys. Forward and backward at batch 64, one thread: 0.42x SDPA's CPU time with 64 queries and 4
@@ -97,7 +97,7 @@ class LightweightMHSA(nn.Module):
         k = self.k(kv).reshape(b, kh * kw, self.heads, -1).transpose(1, 2)
         v = self.v(kv).reshape(b, kh * kw, self.heads, -1).transpose(1, 2)
         mask = bias(h, w, kh, kw).to(q.dtype).unsqueeze(0)
-        if kh * kw < WRITTEN_OUT_KEYS and not torch.jit.is_tracing() and not counting():  # exports keep SDPA
+        if kh * kw < WRITTEN_OUT_KEYS and q.is_cpu and not torch.jit.is_tracing() and not counting():  # exports: SDPA
             out = attend(q, k, v, mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
