@@ -40,7 +40,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy_fidelity import choose_architectures  # noqa: E402
 
 from search_space import build_model  # noqa: E402
-from search_space.blocks import acmix, cmt  # noqa: E402
 from search_space.files import write_json_atomic  # noqa: E402
 from train_proxy import ProxySpec, load_data, train_proxy  # noqa: E402
 from train_proxy import fast_kernels  # noqa: E402
@@ -64,17 +62,9 @@ from train_proxy.trainer import DATA_SEED, proxy_config  # noqa: E402
 CANDIDATES = ("channels_last", "bf16", "eval-inference", "compile")
 
 
-@contextlib.contextmanager
-def stock_kernels(stock: bool) -> Iterator[None]:
-    """The small-map fast paths off (ACmix's dense attention, CMT's written-out attention over few
-    keys, `train_proxy.fast_kernels`) while ``stock``."""
-    saved = acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS
-    if stock:
-        acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = 0, 0, -1, 0
-    try:
-        yield
-    finally:
-        acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = saved
+def stock_kernels(stock: bool) -> contextlib.AbstractContextManager[None]:
+    """The small-map fast paths off (`train_proxy.fast_kernels.stock_paths`) while ``stock``."""
+    return fast_kernels.stock_paths() if stock else contextlib.nullcontext()
 
 
 def validation(bundle: Any, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

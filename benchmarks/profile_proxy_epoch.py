@@ -26,6 +26,7 @@ without it, so the overhead can be read off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections import defaultdict
@@ -42,6 +43,7 @@ from bench_proxy_fidelity import choose_family_architectures  # noqa: E402
 from search_space.files import write_json_atomic  # noqa: E402
 from train_proxy import ProxySpec, load_data, train_proxy  # noqa: E402
 from train_proxy import proxy_defaults as D  # noqa: E402
+from train_proxy.fast_kernels import stock_paths  # noqa: E402
 from train_proxy.trainer import EVAL_BATCH  # noqa: E402
 
 PHASES = ("proxy.batch", "proxy.forward", "proxy.loss", "proxy.backward", "proxy.optimizer", "proxy.evaluate")
@@ -168,8 +170,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="training steps in the profiled sample")
     parser.add_argument("--val-images", type=int, default=512, help="validation images in the profiled sample")
     parser.add_argument("--no-epoch", action="store_true", help="profile the sample only (no whole epoch)")
-    parser.add_argument("--stock", action="store_true", help="stock kernels: ACmix's shifted-view loop and oneDNN's "
-                        "grouped convolutions (train_proxy.fast_kernels off), as before issue 28")  # fmt: skip
+    parser.add_argument("--stock", action="store_true", help="stock kernels: ACmix's shifted-view loop, CMT's "
+                        "attention through SDPA and oneDNN's convolutions (train_proxy.fast_kernels.stock_paths)")  # fmt: skip
     parser.add_argument("--top", type=int, default=15, help="operators listed per architecture")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -192,32 +194,28 @@ def main() -> None:
     print(f"command: python {' '.join(sys.argv)}")
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
-    if args.stock:
-        from search_space.blocks import acmix
-        from train_proxy import fast_kernels
-
-        acmix.DENSE_TOKENS, fast_kernels.DENSE_TOKENS, fast_kernels.POINTWISE_TOKENS = 0, -1, 0
     results = {}
-    for name in names:
-        cfg = known[name]
-        figures: dict[str, Any] = {"batch": spec.batch_size}
-        if not args.no_epoch:
-            result = train_proxy(cfg, spec, bundle)
-            figures.update(val_acc=result.val_acc, macs=result.macs, n_val=result.n_val, history=result.history[-1])
-        train_proxy(cfg, sample_spec, bundle)  # warm: oneDNN primitives, allocator
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            small = train_proxy(cfg, sample_spec, bundle)
-        steps = small.history[-1]["train_steps"]
-        sample = analyse(list(prof.events()), steps, -(-small.n_val // EVAL_BATCH), args.top)
-        del prof
-        figures.update(sample=sample, sample_steps=steps, sample_val=small.n_val)
-        figures.setdefault("macs", small.macs)
-        figures.setdefault("val_acc", None)
-        if not args.no_epoch:
-            figures["epoch"] = combine(sample, figures["history"])
-        results[name] = figures
-        report(name, figures)
-        sys.stdout.flush()
+    with stock_paths() if args.stock else contextlib.nullcontext():
+        for name in names:
+            cfg = known[name]
+            figures: dict[str, Any] = {"batch": spec.batch_size}
+            if not args.no_epoch:
+                result = train_proxy(cfg, spec, bundle)
+                figures.update(val_acc=result.val_acc, macs=result.macs, n_val=result.n_val, history=result.history[-1])
+            train_proxy(cfg, sample_spec, bundle)  # warm: oneDNN primitives, allocator
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                small = train_proxy(cfg, sample_spec, bundle)
+            steps = small.history[-1]["train_steps"]
+            sample = analyse(list(prof.events()), steps, -(-small.n_val // EVAL_BATCH), args.top)
+            del prof
+            figures.update(sample=sample, sample_steps=steps, sample_val=small.n_val)
+            figures.setdefault("macs", small.macs)
+            figures.setdefault("val_acc", None)
+            if not args.no_epoch:
+                figures["epoch"] = combine(sample, figures["history"])
+            results[name] = figures
+            report(name, figures)
+            sys.stdout.flush()
     if args.json:
         write_json_atomic(args.json, {"command": sys.argv, "load": load, "torch": torch.__version__,
                                       "threads": args.threads, "results": results}, indent=1)  # fmt: skip

@@ -125,3 +125,33 @@ def test_cpu_flags_name_bf16_hardware(monkeypatch):
     assert latency.cpu_native_bf16()
     monkeypatch.setattr(latency, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert not latency.cpu_native_bf16()
+
+
+def test_stock_paths_turn_every_small_map_path_off_and_back_on(monkeypatch):
+    """Inside `stock_paths` the convolutions (depthwise, pointwise, on a 1x1 map) reach the stock
+    convolution and CMT's attention goes through SDPA; after it, the fast forms again."""
+    from search_space.blocks import acmix, cmt
+
+    stock_calls, fast_calls = [], []
+    real_conv, real_attend, real_apply = nn.Conv2d._conv_forward, cmt.attend, fk._SmallMapConv.apply
+    monkeypatch.setattr(nn.Conv2d, "_conv_forward", lambda self, *a: stock_calls.append(1) or real_conv(self, *a))
+    monkeypatch.setattr(cmt, "attend", lambda *a: fast_calls.append("attend") or real_attend(*a))
+    monkeypatch.setattr(fk._SmallMapConv, "apply", lambda *a: fast_calls.append("matrix") or real_apply(*a))
+    convs = [(nn.Conv2d(8, 8, 3, padding=1, groups=8), 2), (nn.Conv2d(8, 4, 1), 2), (nn.Conv2d(8, 8, 3, padding=1, groups=8), 1)]
+    for conv, _ in convs:
+        fk.use_fast_kernels(conv)
+    mhsa, bias = cmt.LightweightMHSA(8, 2, 1), cmt.RelativePositionBias(2, 2, 1)
+    before = (acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fk.DENSE_TOKENS, fk.POINTWISE_TOKENS)
+
+    def run() -> None:
+        for conv, size in convs:
+            conv(torch.randn(2, 8, size, size))
+        mhsa(torch.randn(2, 8, 2, 2), bias)
+
+    with fk.stock_paths():
+        run()
+    assert len(stock_calls) == 3 and fast_calls == []
+    assert (acmix.DENSE_TOKENS, cmt.WRITTEN_OUT_KEYS, fk.DENSE_TOKENS, fk.POINTWISE_TOKENS) == before
+    stock_calls.clear()
+    run()
+    assert stock_calls == [] and fast_calls == ["matrix", "attend"]  # pointwise: F.linear; 1x1 map: a scale

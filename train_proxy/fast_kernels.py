@@ -25,7 +25,10 @@ convolutions of a built model in place.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -200,3 +203,23 @@ def use_stock_kernels(model: nn.Module) -> int:
             module.__class__ = nn.Conv2d
             restored += 1
     return restored
+
+
+@contextlib.contextmanager
+def stock_paths() -> Iterator[None]:
+    """Every small-map fast path off inside the block, the straightforward forms on: ACmix's window
+    attention as the shifted-view loop, CMT's attention through SDPA, convolutions as oneDNN's (what
+    the benchmarks' plain loop and stock trainer run). The one list of those switches."""
+    from search_space.blocks import acmix, cmt
+
+    here = sys.modules[__name__]
+    switches = ((acmix, "DENSE_TOKENS", 0), (cmt, "WRITTEN_OUT_KEYS", 0), (here, "DENSE_TOKENS", -1),
+                (here, "POINTWISE_TOKENS", 0))  # fmt: skip
+    saved = [getattr(module, name) for module, name, _ in switches]
+    try:
+        for module, name, off in switches:
+            setattr(module, name, off)
+        yield
+    finally:
+        for (module, name, _), value in zip(switches, saved):
+            setattr(module, name, value)
