@@ -18,6 +18,14 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM once a command runs, outside the handling of its own (`nas search` and `nas train`
+    install theirs where they hold runs open): leave at once as the default action would, but with
+    one line and the conventional 143 rather than a silent death by signal."""
+    os.write(2, b"terminated\n")
+    os._exit(128 + signum)
+
+
 def _as_program() -> bool:
     """Run as a program: `nas`, `scaling`, `python -m nas` or `python -m scaling` (whose argv[0] is
     the package's __main__.py while it imports this module), `python -m nas.cli`."""
@@ -86,7 +94,7 @@ def run_guarded(fn) -> int:  # type: ignore[no-untyped-def]
     """Run a command; user errors become one line on stderr and exit status 2."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:  # started: the usual handling
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         code = fn()
     except UserError as exc:

@@ -271,6 +271,19 @@ def test_ctrl_c_while_ray_starts_ends_cleanly(tmp_path, delay, sig):
         assert status in ("interrupted", "finished")
 
 
+def test_sigterm_after_the_imports_before_a_command_handles_it_exits_143_with_one_line():
+    """The window the term-2.5s case above hit once under load: `nas search` validating its input,
+    after the import-time handler and before the search installs its own. The default action died
+    silently by signal (-15); the command now ends with one line and 143."""
+    code = "import sys, time; sys.argv = ['nas']; from nas import cli; sys.exit(cli.run_guarded(lambda: time.sleep(60)))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env(), cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    time.sleep(3)  # imports done, inside the command
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip() == "terminated", (proc.returncode, err[-2000:])
+
+
 SPY_ON_RAY_START = """
 import json, signal, sys, ray
 from nas.search import runner
